@@ -1,0 +1,1 @@
+"""Search strategies sharing one ask/tell interface (see base.Strategy)."""
