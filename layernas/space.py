@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class Space:
     def sizes(self) -> tuple[int, ...]:
         return tuple(len(layer) for layer in self.layers)
 
-    @property
+    @cached_property
     def space_id(self) -> str:
         """Name + version + content hash: part of every trial key, so editing a space
         file can never silently reuse trials trained on the old definition."""

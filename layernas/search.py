@@ -1,0 +1,446 @@
+"""LayerNAS as pure state transitions over pandas DataFrames (no I/O, no torch).
+
+The search is a recurrence over bucket tables ("memorial tables" M_l of the paper), one
+snapshot per (sweep r, layer l), which the in-process driver (`LayerNAS` below) and the
+Snakemake workflow both evaluate with the same functions, so they produce identical tables:
+
+    children(r, 0) = every option of layer 0, later layers at default      (r == 0 only)
+    children(r, l) = expand(select_parents(table(r, l-1), R), l)           (l >= 1)
+    table(r, l)    = update(mark_expanded(table(r-1, l), parents of children(r-1, l+1)),
+                            evaluated feasible children(r, l), K)
+
+The search is done after a sweep that generated no children, or when the trial budget is
+spent. Decisions (the paper leaves them open; see docs/algorithm.md):
+
+- Layers are 0-based here and in file names (the paper's layer i is our layer i-1).
+- Eq. 4 bounds are per layer and come from the space alone (`cost.layer_bounds`): a layer-l
+  candidate (s_0..s_l, o_{l+1}..) costs between "layers 0..l cheapest, rest default" and the
+  all-default model. Bounds never move, so resumes are stable. The last bucket is closed
+  (cost == maxCost lands in bucket H-1).
+- Feasibility: a child is dropped untrained when its cheapest completion is above the target
+  max, or its most expensive completion (itself: later layers are at the default, which is
+  the most expensive option) is below the target min. Dropped children are kept in the
+  history with the reason.
+- Selection: each sweep expands up to R not-yet-expanded candidates of each layer, best
+  accuracy first (ties: lower cost, then arch string), so every run is deterministic.
+- Dedup: an arch is evaluated at most once; e.g. the option-0 child of a candidate is the
+  candidate itself and reuses its result (status ``cached``).
+- Budget: at most ``budget`` new evaluations; by default the paper's bound H*K*sum|S_i|.
+  In the loop form a candidate expanded early can later be pushed out of its bucket by a
+  better one, which is then expanded too, so without a cap the count could in principle pass
+  the bound; the cap keeps the paper's complexity promise and is reported when it bites.
+- Failed evaluations (accuracy None/NaN) count as trials and never enter a bucket table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from layernas.cost import completion_costs, cost_of, layer_bounds
+from layernas.space import Space, format_arch, parse_arch
+from layernas.strategies.base import Arch, Strategy, Target
+
+TABLE_COLUMNS = ["layer", "bucket", "rank", "arch", "key", "cost", "accuracy", "expanded"]
+CHILD_COLUMNS = [
+    "sweep", "layer", "arch", "parent", "cost", "min_cost", "bucket", "feasible", "reason", "key",
+]
+HISTORY_COLUMNS = [
+    "order", "sweep", "layer", "arch", "parent", "bucket", "cost", "min_cost", "accuracy",
+    "status", "reason", "key",
+]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that changes the trajectory of a search (and nothing else)."""
+
+    target_min: float
+    target_max: float
+    buckets: int = 100  # H
+    replicas: int = 3  # K
+    per_sweep: int = 3  # R
+    budget: int | None = None  # None: the paper's bound H*K*sum|S_i|
+    metric: str = "madds"
+
+    def __post_init__(self) -> None:
+        for name in ("buckets", "replicas", "per_sweep"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.budget is not None and (not isinstance(self.budget, (int, np.integer)) or self.budget <= 0):
+            raise ValueError(f"budget must be a positive integer or None, got {self.budget!r}")
+        if not self.target_min <= self.target_max:
+            raise ValueError(f"target_min ({self.target_min}) must be <= target_max ({self.target_max})")
+        if self.metric not in ("madds", "params"):
+            raise ValueError(f"metric must be madds or params, got {self.metric!r}")
+
+    @property
+    def target(self) -> Target:
+        return Target(self.target_min, self.target_max, self.metric)
+
+
+def max_trials(space: Space, buckets: int = 100, replicas: int = 3) -> int:
+    """The paper's complexity bound H*K*sum|S_i| on the number of trained candidates."""
+    return int(buckets * replicas * sum(space.sizes))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Per-space constants of a search: Eq. 4 bounds and cost options."""
+
+    space: Space
+    config: SearchConfig
+    lo: np.ndarray
+    hi: np.ndarray
+    cost_kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, space: Space, config: SearchConfig, **cost_kwargs) -> "Geometry":
+        lo, hi = layer_bounds(space, config.metric, **cost_kwargs)
+        return cls(space, config, lo, hi, dict(cost_kwargs))
+
+    @property
+    def budget(self) -> int:
+        bound = max_trials(self.space, self.config.buckets, self.config.replicas)
+        return bound if self.config.budget is None else int(self.config.budget)
+
+
+def check_target_reachable(space: Space, config: SearchConfig, **cost_kwargs) -> None:
+    """Fail before any work when no model of the space lands in the target range."""
+    c = cost_of(space, [space.min_arch(), space.default_arch()], **cost_kwargs)[config.metric]
+    if config.target_max < c[0] or config.target_min > c[1]:
+        raise ValueError(
+            f"target {config.metric} range [{config.target_min:g}, {config.target_max:g}] is unreachable: "
+            f"models of space {space.name} cost between {c[0]:g} and {c[1]:g}"
+        )
+
+
+# --------------------------------------------------------------------------- pure steps
+
+
+def bucket_of(cost: np.ndarray, lo: float, hi: float, buckets: int) -> np.ndarray:
+    """Eq. 4: h = floor((cost - minCost) / (maxCost - minCost) * H), last bucket closed."""
+    cost = np.asarray(cost, dtype=np.float64)
+    if hi <= lo:
+        return np.zeros(cost.shape, dtype=np.int64)
+    h = np.floor((cost - lo) / (hi - lo) * buckets).astype(np.int64)
+    return np.clip(h, 0, buckets - 1)
+
+
+def empty_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "layer": pd.Series(dtype="int64"),
+            "bucket": pd.Series(dtype="int64"),
+            "rank": pd.Series(dtype="int64"),
+            "arch": pd.Series(dtype="object"),
+            "key": pd.Series(dtype="object"),
+            "cost": pd.Series(dtype="float64"),
+            "accuracy": pd.Series(dtype="float64"),
+            "expanded": pd.Series(dtype="bool"),
+        }
+    )
+
+
+def _archs(values: Iterable[str]) -> np.ndarray:
+    rows = [parse_arch(a) for a in values]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def make_children(
+    geo: Geometry, sweep: int, layer: int, parents: list[str], key_fn: Callable[[str], str]
+) -> pd.DataFrame:
+    """Children of ``parents`` at ``layer`` (for layer 0: every option), with Eq. 4 bucket,
+    cost, cheapest completion and the feasibility verdict."""
+    space, cfg = geo.space, geo.config
+    n = space.sizes[layer]
+    if layer == 0:
+        base = np.zeros((n, space.num_layers), dtype=np.int64)
+        base[:, 0] = np.arange(n)
+        parent_col = [""] * n
+    else:
+        if not parents:
+            return pd.DataFrame({c: [] for c in CHILD_COLUMNS})
+        p = _archs(parents)
+        base = np.repeat(p, n, axis=0)
+        base[:, layer] = np.tile(np.arange(n), len(parents))
+        parent_col = [a for a in parents for _ in range(n)]
+    lo_c, hi_c = completion_costs(space, base, layer, cfg.metric, **geo.cost_kwargs)
+    own = hi_c  # later layers are at their default, the most expensive option
+    feasible = (lo_c <= cfg.target_max) & (own >= cfg.target_min)
+    reason = np.where(
+        lo_c > cfg.target_max,
+        np.char.add("cheapest completion ", np.char.add(np.char.mod("%g", lo_c), f" > target max {cfg.target_max:g}")),
+        np.where(
+            own < cfg.target_min,
+            np.char.add("most expensive completion ", np.char.add(np.char.mod("%g", own), f" < target min {cfg.target_min:g}")),
+            "",
+        ),
+    )
+    archs = [format_arch(row) for row in base]
+    return pd.DataFrame(
+        {
+            "sweep": sweep,
+            "layer": layer,
+            "arch": archs,
+            "parent": parent_col,
+            "cost": own,
+            "min_cost": lo_c,
+            "bucket": bucket_of(own, geo.lo[layer], geo.hi[layer], cfg.buckets),
+            "feasible": feasible,
+            "reason": reason.astype(str),
+            "key": [key_fn(a) for a in archs],
+        },
+        columns=CHILD_COLUMNS,
+    )
+
+
+def select_parents(table: pd.DataFrame | None, per_sweep: int) -> list[str]:
+    """Up to R not-yet-expanded candidates, best accuracy first (ties: cost, arch)."""
+    if table is None or table.empty:
+        return []
+    todo = table[~table["expanded"].astype(bool)]
+    todo = todo.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
+    return list(todo["arch"].head(per_sweep))
+
+
+def mark_expanded(table: pd.DataFrame | None, archs: Iterable[str]) -> pd.DataFrame:
+    if table is None:
+        return empty_table()
+    archs = set(archs)
+    if not archs:
+        return table
+    out = table.copy()
+    out["expanded"] = out["expanded"].astype(bool) | out["arch"].isin(archs)
+    return out
+
+
+def update_table(table: pd.DataFrame | None, evaluated: pd.DataFrame, layer: int, replicas: int) -> pd.DataFrame:
+    """Insert evaluated children (columns arch, key, cost, bucket, accuracy) into M_layer,
+    keeping the K best per bucket. A candidate already in the table keeps its expanded flag."""
+    base = empty_table() if table is None else table
+    new = evaluated[np.isfinite(evaluated["accuracy"].astype(float))]
+    new = new[~new["arch"].isin(base["arch"])]
+    new = pd.DataFrame(
+        {
+            "layer": layer,
+            "bucket": new["bucket"].astype("int64"),
+            "rank": 0,
+            "arch": new["arch"],
+            "key": new["key"],
+            "cost": new["cost"].astype(float),
+            "accuracy": new["accuracy"].astype(float),
+            "expanded": False,
+        }
+    )
+    frames = [f for f in (base, new) if not f.empty]
+    if not frames:
+        return empty_table()
+    allrows = pd.concat(frames, ignore_index=True)
+    allrows = allrows.sort_values(
+        ["bucket", "accuracy", "cost", "arch"], ascending=[True, False, True, True], kind="mergesort"
+    )
+    allrows["rank"] = allrows.groupby("bucket").cumcount()
+    kept = allrows[allrows["rank"] < replicas].reset_index(drop=True)
+    return kept.astype({"layer": "int64", "bucket": "int64", "rank": "int64", "expanded": bool})[TABLE_COLUMNS]
+
+
+def best_in_target(history: pd.DataFrame, config: SearchConfig) -> dict | None:
+    """Best evaluated model whose cost is in the target range (ties: cheaper, then arch)."""
+    if history.empty:
+        return None
+    ok = history[history["status"].isin(["ok", "cached"]) & np.isfinite(history["accuracy"].astype(float))]
+    ok = ok[(ok["cost"] >= config.target_min) & (ok["cost"] <= config.target_max)]
+    if ok.empty:
+        return None
+    ok = ok.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
+    row = ok.iloc[0]
+    return {"arch": row["arch"], "cost": float(row["cost"]), "accuracy": float(row["accuracy"]), "key": row["key"]}
+
+
+# --------------------------------------------------------------------------- driver state
+
+
+class LayerNAS(Strategy):
+    """LayerNAS behind the ask/tell interface: each ask is the set of archs of the next
+    (sweep, layer) stage that need a new evaluation; stages whose children are all cached
+    or dropped are completed without asking."""
+
+    name = "layernas"
+
+    def __init__(
+        self,
+        space: Space,
+        config: SearchConfig,
+        seed: int = 0,
+        key_fn: Callable[[str], str] | None = None,
+        cost_kwargs: dict | None = None,
+    ):
+        super().__init__(space, config.target, seed, cost_kwargs)
+        self.config = config
+        self.geo = Geometry.of(space, config, **self.cost_kwargs)
+        self.key_fn = key_fn or (lambda a: a)
+        self.tables: dict[tuple[int, int], pd.DataFrame] = {}  # (sweep, layer) -> snapshot
+        self.children: dict[tuple[int, int], pd.DataFrame] = {}
+        self.results: dict[str, float] = {}  # arch -> accuracy (nan = failed)
+        self._history: list[pd.DataFrame] = []  # one frame per stage, in order
+        self._n_history = 0
+        self.sweep, self.layer = 0, 0
+        self.stopped_by_budget = False
+        self._done = False
+        self._sweep_had_children = False
+        self._pending: pd.DataFrame | None = None
+
+    @property
+    def trials(self) -> int:
+        return len(self.results)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _stage_children(self) -> pd.DataFrame:
+        r, l = self.sweep, self.layer
+        if l == 0:
+            if r > 0:
+                return make_children(self.geo, r, 0, [], self.key_fn).iloc[0:0]
+            return make_children(self.geo, r, 0, [], self.key_fn)
+        parents = select_parents(self.tables.get((r, l - 1)), self.config.per_sweep)
+        return make_children(self.geo, r, l, parents, self.key_fn)
+
+    def _advance(self) -> None:
+        self.layer += 1
+        if self.layer == self.space.num_layers:
+            if not self._sweep_had_children:
+                self._done = True
+            self.sweep += 1
+            self.layer = 0
+            self._sweep_had_children = False
+
+    def ask(self) -> list[Arch]:
+        """Archs of the next stage needing evaluation; [] when done."""
+        while not self._done:
+            if self._pending is None:
+                kids = self._stage_children()
+                self.children[(self.sweep, self.layer)] = kids
+                if not kids.empty:
+                    self._sweep_had_children = True
+                self._pending = kids
+            kids = self._pending
+            fresh = np.fromiter((a not in self.results for a in kids["arch"]), bool, len(kids))
+            need = kids[kids["feasible"].to_numpy(bool) & fresh]
+            room = self.geo.budget - self.trials
+            if len(need) > room:
+                self.stopped_by_budget = True
+                need = need.iloc[: max(room, 0)]
+            if need.empty:
+                self._finish_stage({})
+                continue
+            self._asked = list(need["arch"])
+            return [parse_arch(a) for a in self._asked]
+        return []
+
+    def tell(self, results: list[tuple[Arch, float | None]]) -> None:
+        got = {format_arch(a): (np.nan if acc is None else float(acc)) for a, acc in results}
+        missing = set(self._asked) - set(got)
+        if missing:
+            raise ValueError(f"tell() is missing results for {sorted(missing)[:5]}")
+        self._finish_stage(got)
+
+    def _finish_stage(self, new_results: dict[str, float]) -> None:
+        r, l = self.sweep, self.layer
+        kids = self._pending
+        arch = kids["arch"].tolist()
+        feas = kids["feasible"].to_numpy(bool)
+        fresh = np.array([a in new_results for a in arch], dtype=bool)
+        cached = np.array([a in self.results for a in arch], dtype=bool) & ~fresh
+        acc = np.array(
+            [new_results[a] if f else (self.results[a] if c else np.nan) for a, f, c in zip(arch, fresh, cached)],
+            dtype=float,
+        )
+        status = np.select(
+            [~feas, fresh & np.isfinite(acc), fresh, cached],
+            ["dropped", "ok", "failed", "cached"],
+            default="budget",
+        )
+        self.results.update(new_results)
+        reason = np.where(status == "dropped", kids["reason"].to_numpy(str), "")
+        reason = np.where(status == "budget", "budget spent", reason)
+        kids = kids.assign(accuracy=acc, status=status)
+        n0 = self._n_history
+        self._history.append(
+            pd.DataFrame(
+                {
+                    "order": np.arange(n0, n0 + len(kids)),
+                    "sweep": r,
+                    "layer": l,
+                    "arch": arch,
+                    "parent": kids["parent"].to_numpy(),
+                    "bucket": kids["bucket"].to_numpy(np.int64),
+                    "cost": kids["cost"].to_numpy(float),
+                    "min_cost": kids["min_cost"].to_numpy(float),
+                    "accuracy": acc,
+                    "status": status,
+                    "reason": reason,
+                    "key": kids["key"].to_numpy(),
+                },
+                columns=HISTORY_COLUMNS,
+            )
+        )
+        self._n_history += len(kids)
+        # table(r, l) = update(mark(table(r-1, l), parents of children(r-1, l+1)), children(r, l))
+        prev = self.tables.get((r - 1, l))
+        nxt = self.children.get((r - 1, l + 1))
+        parents = [] if nxt is None or nxt.empty else list(dict.fromkeys(nxt["parent"]))
+        usable = kids[kids["status"].isin(["ok", "cached"])]
+        self.tables[(r, l)] = update_table(mark_expanded(prev, parents), usable, l, self.config.replicas)
+        self._pending = None
+        if self.stopped_by_budget:
+            self._done = True
+            return
+        self._advance()
+
+    # -- results
+    def history_frame(self) -> pd.DataFrame:
+        """Every generated child in order: evaluated, cached, failed, dropped or budget."""
+        frames = [f for f in self._history if not f.empty]
+        if not frames:
+            return pd.DataFrame({c: [] for c in HISTORY_COLUMNS})
+        return pd.concat(frames, ignore_index=True)
+
+    def final_tables(self) -> dict[int, pd.DataFrame]:
+        """Latest snapshot of every layer."""
+        out: dict[int, pd.DataFrame] = {}
+        for (r, l), t in sorted(self.tables.items()):
+            out[l] = t
+        return out
+
+    def best(self) -> dict | None:
+        return best_in_target(self.history_frame(), self.config)
+
+
+def run_search(
+    space: Space,
+    oracle: Callable[[list[Arch]], list[float | None]],
+    config: SearchConfig,
+    key_fn: Callable[[str], str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **cost_kwargs,
+) -> LayerNAS:
+    """In-process driver: ask, evaluate with ``oracle`` (a batch function), tell, repeat."""
+    check_target_reachable(space, config, **cost_kwargs)
+    engine = LayerNAS(space, config, key_fn=key_fn, cost_kwargs=cost_kwargs)
+    while True:
+        batch = engine.ask()
+        if not batch:
+            break
+        stage = (engine.sweep, engine.layer)
+        accs = oracle(batch)
+        engine.tell(list(zip(batch, accs)))
+        if progress is not None:
+            progress(f"sweep {stage[0]} layer {stage[1]}: evaluated {len(batch)}, {engine.trials} trials so far")
+    return engine
