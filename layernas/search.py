@@ -415,7 +415,7 @@ class LayerNAS(Strategy):
     def final_tables(self) -> dict[int, pd.DataFrame]:
         """Latest snapshot of every layer."""
         out: dict[int, pd.DataFrame] = {}
-        for (r, l), t in sorted(self.tables.items()):
+        for (_r, l), t in sorted(self.tables.items()):
             out[l] = t
         return out
 

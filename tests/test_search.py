@@ -1,0 +1,192 @@
+"""LayerNAS engine: the Appendix I example, properties on random additive spaces, budget and
+failure handling. Pure functions only: no torch, no files."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layernas.cost import cost_of
+from layernas.examples.toy import appendix_i, appendix_i_name
+from layernas.search import (
+    LayerNAS,
+    SearchConfig,
+    bucket_of,
+    mark_expanded,
+    max_trials,
+    run_search,
+    select_parents,
+    update_table,
+)
+from layernas.space import format_arch, load_space, space_from_dict
+
+
+def random_additive_space(rng: np.random.Generator, layers: int, max_options: int = 5):
+    spec = {"name": "rand", "backbone": "additive", "layers": []}
+    for i in range(layers):
+        n = int(rng.integers(2, max_options + 1))
+        costs = sorted(rng.choice(np.arange(1, 12), size=n, replace=False).tolist(), reverse=True)
+        spec["layers"].append({"name": f"l{i}", "options": [{"cost": int(c)} for c in costs]})
+    return space_from_dict(spec)
+
+
+def separable_oracle(space, rng):
+    table = [rng.random(len(layer)) for layer in space.layers]
+
+    def oracle(batch):
+        return [float(sum(table[i][x] for i, x in enumerate(a))) for a in batch]
+
+    return oracle
+
+
+def brute_force_best(space, oracle, lo, hi):
+    archs = list(itertools.product(*[range(n) for n in space.sizes]))
+    costs = cost_of(space, archs)["madds"]
+    accs = oracle(archs)
+    feasible = [(acc, a) for a, c, acc in zip(archs, costs, accs) if lo <= c <= hi]
+    return max(feasible) if feasible else None
+
+
+def test_appendix_i_finds_best_in_target_with_few_trials():
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2)
+    engine = run_search(space, lambda b: [appendix_i(a) for a in b], cfg)
+    best = engine.best()
+    # CBD (cost 9, .42) is the best listed model in [8, 9]; the notes' narrative names CAD
+    # (.40) but its own accuracy list has CBD higher (see docs/algorithm.md).
+    assert appendix_i_name(tuple(int(x) for x in best["arch"].split("-"))) == "CBD"
+    assert best["cost"] == 9 and best["accuracy"] == pytest.approx(0.42)
+    assert engine.trials < 64 / 2
+    # brute force over all 64 agrees
+    acc, arch = brute_force_best(space, lambda b: [appendix_i(a) for a in b], 8, 9)
+    assert format_arch(arch) == best["arch"]
+
+
+def test_appendix_i_trace_is_stable():
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2)
+    engine = run_search(space, lambda b: [appendix_i(a) for a in b], cfg)
+    h = engine.history_frame()
+    trained = h[h.status == "ok"]
+    names = [appendix_i_name(tuple(int(x) for x in a.split("-"))) for a in trained.arch]
+    assert names[:4] == ["DDD", "CDD", "BDD", "ADD"]  # M_1: every layer-1 variant
+    assert len(names) == len(set(names)) == engine.trials == 19
+    dropped = h[h.status == "dropped"]
+    assert (dropped.reason.str.len() > 0).all()
+    assert set(dropped.layer) <= {1, 2}
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_additive_spaces_properties(seed):
+    rng = np.random.default_rng(seed)
+    space = random_additive_space(rng, layers=int(rng.integers(2, 5)))
+    oracle = separable_oracle(space, rng)
+    cmin, cmax = cost_of(space, [space.min_arch(), space.default_arch()])["madds"]
+    lo = float(rng.integers(cmin, cmax + 1))
+    hi = float(min(cmax, lo + rng.integers(0, 6)))
+    truth = brute_force_best(space, oracle, lo, hi)
+
+    # H large: each cost value has its own bucket, so Assumption 4.2 holds and the DP is exact.
+    cfg = SearchConfig(target_min=lo, target_max=hi, buckets=1000, replicas=1, per_sweep=2)
+    engine = run_search(space, oracle, cfg)
+    best = engine.best()
+    assert best is not None and truth is not None
+    assert lo <= best["cost"] <= hi
+    assert best["accuracy"] == pytest.approx(truth[0])
+
+    # Small H, K: never infeasible, never more trials than H*K*sum|S_i|, no arch twice.
+    for H, K, R in [(2, 1, 1), (3, 2, 2), (5, 1, 3)]:
+        cfg = SearchConfig(target_min=lo, target_max=hi, buckets=H, replicas=K, per_sweep=R, budget=10**9)
+        engine = run_search(space, oracle, cfg)
+        h = engine.history_frame()
+        evaluated = h[h.status == "ok"]
+        assert engine.trials <= max_trials(space, H, K)
+        assert evaluated.arch.is_unique
+        b = engine.best()
+        if b is not None:
+            assert lo <= b["cost"] <= hi
+        # every table keeps at most K per bucket and only feasible, evaluated archs
+        for t in engine.tables.values():
+            assert (t.groupby("bucket").size() <= K).all()
+            assert set(t.arch) <= set(evaluated.arch)
+
+
+def test_budget_caps_new_evaluations_and_is_reported():
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2, budget=7)
+    engine = run_search(space, lambda b: [appendix_i(a) for a in b], cfg)
+    assert engine.trials == 7
+    assert engine.stopped_by_budget
+    assert (engine.history_frame().status == "budget").any()
+
+
+def test_failed_evaluations_count_but_never_enter_tables():
+    space = load_space("appendix-i")
+
+    def flaky(batch):
+        return [None if sum(a) % 3 == 0 else appendix_i(a) for a in batch]
+
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2)
+    engine = run_search(space, flaky, cfg)
+    h = engine.history_frame()
+    failed = set(h[h.status == "failed"].arch)
+    assert failed
+    for t in engine.tables.values():
+        assert not failed & set(t.arch)
+        assert np.isfinite(t.accuracy).all()
+
+
+def test_unreachable_target_fails_before_any_evaluation():
+    space = load_space("appendix-i")
+    calls = []
+    with pytest.raises(ValueError, match="unreachable"):
+        run_search(space, lambda b: calls.append(b) or [0.5] * len(b), SearchConfig(target_min=20, target_max=30))
+    assert not calls
+
+
+@pytest.mark.parametrize("field,value", [("buckets", 0), ("replicas", -1), ("per_sweep", 0), ("budget", 0)])
+def test_bad_search_config_names_the_field(field, value):
+    kwargs = dict(target_min=1, target_max=2)
+    kwargs[field] = value
+    with pytest.raises(ValueError, match=field):
+        SearchConfig(**kwargs)
+
+
+def test_bucket_of_is_eq4_with_closed_last_bucket():
+    h = bucket_of(np.array([9, 10, 11, 12]), 9, 12, 4)
+    assert h.tolist() == [0, 1, 2, 3]
+    assert bucket_of(np.array([5.0]), 5, 5, 10).tolist() == [0]
+
+
+def test_update_table_keeps_k_best_per_bucket_and_expanded_flags():
+    t = update_table(
+        None,
+        pd.DataFrame({"arch": ["a", "b", "c"], "key": ["ka", "kb", "kc"], "cost": [1.0, 1.0, 1.0],
+                      "bucket": [0, 0, 0], "accuracy": [0.1, 0.3, 0.2]}),
+        layer=0, replicas=2,
+    )
+    assert list(t.arch) == ["b", "c"] and list(t["rank"]) == [0, 1]
+    t = mark_expanded(t, ["b"])
+    assert select_parents(t, 5) == ["c"]
+    t2 = update_table(
+        t,
+        pd.DataFrame({"arch": ["d"], "key": ["kd"], "cost": [1.0], "bucket": [0], "accuracy": [0.25]}),
+        layer=0, replicas=2,
+    )
+    assert list(t2.arch) == ["b", "d"] and bool(t2.set_index("arch").loc["b", "expanded"])
+
+
+def test_ask_tell_matches_run_search():
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2)
+    a = run_search(space, lambda b: [appendix_i(x) for x in b], cfg)
+    b = LayerNAS(space, cfg)
+    while batch := b.ask():
+        b.tell([(x, appendix_i(x)) for x in reversed(batch)])  # order of results is free
+    assert b.done
+    pd.testing.assert_frame_equal(a.history_frame(), b.history_frame())
+    for k in a.tables:
+        pd.testing.assert_frame_equal(a.tables[k], b.tables[k])
