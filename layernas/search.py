@@ -34,7 +34,7 @@ spent. Decisions (the paper leaves them open; see docs/algorithm.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,13 +262,116 @@ def best_in_target(history: pd.DataFrame, config: SearchConfig) -> dict | None:
     return {"arch": row["arch"], "cost": float(row["cost"]), "accuracy": float(row["accuracy"]), "key": row["key"]}
 
 
+# --------------------------------------------------------------------------- one stage
+
+
+def stage_children(
+    geo: Geometry, sweep: int, layer: int, prev_layer_table: pd.DataFrame | None, key_fn: Callable[[str], str]
+) -> pd.DataFrame:
+    """children(r, l): every layer-0 option in sweep 0; no layer-0 children later (M_0 is
+    complete after sweep 0); else the children of up to R unexpanded candidates of table(r, l-1)."""
+    if layer == 0:
+        kids = make_children(geo, sweep, 0, [], key_fn)
+        return kids if sweep == 0 else kids.iloc[0:0]
+    parents = select_parents(prev_layer_table, geo.config.per_sweep)
+    return make_children(geo, sweep, layer, parents, key_fn)
+
+
+def plan_stage(
+    children: pd.DataFrame, evaluated: Container[str], trials_so_far: int, budget: int
+) -> tuple[pd.DataFrame, bool]:
+    """Decide each child's action: dropped (infeasible), cached (evaluated before), evaluate,
+    or budget (feasible and new, but the budget is spent). Returns (children + action, stopped)."""
+    feas = children["feasible"].to_numpy(bool)
+    fresh = np.fromiter((a not in evaluated for a in children["arch"]), bool, len(children))
+    need = feas & fresh
+    room = max(budget - trials_so_far, 0)
+    stopped = int(need.sum()) > room
+    evaluate = need & (np.cumsum(need) <= room)
+    action = np.select([~feas, ~fresh, evaluate], ["dropped", "cached", "evaluate"], default="budget")
+    return children.assign(action=action), bool(stopped)
+
+
+def finish_stage(
+    planned: pd.DataFrame,
+    new_results: Mapping[str, float],
+    evaluated: Mapping[str, float],
+    prev_same_layer: pd.DataFrame | None,
+    next_children_prev_sweep: pd.DataFrame | None,
+    layer: int,
+    replicas: int,
+    order0: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """table(r, l) and the stage's history rows, from the planned children and their results.
+
+    table(r, l) = update(mark_expanded(table(r-1, l), parents of children(r-1, l+1)),
+                         children of this stage evaluated ok now or before)
+    """
+    arch = planned["arch"].tolist()
+    action = planned["action"].to_numpy(str)
+    acc = np.full(len(arch), np.nan)
+    for i, (a, act) in enumerate(zip(arch, action)):
+        if act == "evaluate":
+            if a not in new_results:
+                raise ValueError(f"no result for arch {a} (key {planned['key'].iloc[i]})")
+            acc[i] = new_results[a]
+        elif act == "cached":
+            acc[i] = evaluated[a]
+    status = np.select(
+        [action == "dropped", (action == "evaluate") & np.isfinite(acc), action == "evaluate", action == "cached"],
+        ["dropped", "ok", "failed", "cached"],
+        default="budget",
+    )
+    reason = np.where(status == "dropped", planned["reason"].to_numpy(str), "")
+    reason = np.where(status == "budget", "budget spent", reason)
+    history = pd.DataFrame(
+        {
+            "order": np.arange(order0, order0 + len(arch), dtype=np.int64),
+            "sweep": planned["sweep"].to_numpy(np.int64) if len(arch) else np.array([], np.int64),
+            "layer": layer,
+            "arch": arch,
+            "parent": planned["parent"].to_numpy(),
+            "bucket": planned["bucket"].to_numpy(np.int64),
+            "cost": planned["cost"].to_numpy(float),
+            "min_cost": planned["min_cost"].to_numpy(float),
+            "accuracy": acc,
+            "status": status,
+            "reason": reason,
+            "key": planned["key"].to_numpy(),
+        },
+        columns=HISTORY_COLUMNS,
+    )
+    nxt = next_children_prev_sweep
+    parents = [] if nxt is None or nxt.empty else list(dict.fromkeys(nxt["parent"]))
+    usable = history[np.isin(status, ["ok", "cached"]) & np.isfinite(acc)]
+    table = update_table(mark_expanded(prev_same_layer, parents), usable, layer, replicas)
+    return table, history
+
+
+def results_from_history(history: pd.DataFrame) -> dict[str, float]:
+    """arch -> accuracy (nan for failed) of every evaluation recorded in a history."""
+    done = history[history["status"].isin(["ok", "failed"])]
+    return dict(zip(done["arch"], done["accuracy"].astype(float)))
+
+
+def stage_after(space: Space, sweep: int, layer: int) -> tuple[int, int]:
+    return (sweep, layer + 1) if layer + 1 < space.num_layers else (sweep + 1, 0)
+
+
+def stage_before(space: Space, sweep: int, layer: int) -> tuple[int, int] | None:
+    if layer > 0:
+        return sweep, layer - 1
+    return None if sweep == 0 else (sweep - 1, space.num_layers - 1)
+
+
 # --------------------------------------------------------------------------- driver state
 
 
 class LayerNAS(Strategy):
     """LayerNAS behind the ask/tell interface: each ask is the set of archs of the next
     (sweep, layer) stage that need a new evaluation; stages whose children are all cached
-    or dropped are completed without asking."""
+    or dropped are completed without asking. Every step goes through `stage_children`,
+    `plan_stage` and `finish_stage`, the functions the Snakemake workflow calls too."""
 
     name = "layernas"
 
@@ -294,6 +397,7 @@ class LayerNAS(Strategy):
         self._done = False
         self._sweep_had_children = False
         self._pending: pd.DataFrame | None = None
+        self._asked: list[str] = []
 
     @property
     def trials(self) -> int:
@@ -303,40 +407,17 @@ class LayerNAS(Strategy):
     def done(self) -> bool:
         return self._done
 
-    def _stage_children(self) -> pd.DataFrame:
-        r, l = self.sweep, self.layer
-        if l == 0:
-            if r > 0:
-                return make_children(self.geo, r, 0, [], self.key_fn).iloc[0:0]
-            return make_children(self.geo, r, 0, [], self.key_fn)
-        parents = select_parents(self.tables.get((r, l - 1)), self.config.per_sweep)
-        return make_children(self.geo, r, l, parents, self.key_fn)
-
-    def _advance(self) -> None:
-        self.layer += 1
-        if self.layer == self.space.num_layers:
-            if not self._sweep_had_children:
-                self._done = True
-            self.sweep += 1
-            self.layer = 0
-            self._sweep_had_children = False
-
     def ask(self) -> list[Arch]:
         """Archs of the next stage needing evaluation; [] when done."""
         while not self._done:
             if self._pending is None:
-                kids = self._stage_children()
-                self.children[(self.sweep, self.layer)] = kids
-                if not kids.empty:
-                    self._sweep_had_children = True
-                self._pending = kids
-            kids = self._pending
-            fresh = np.fromiter((a not in self.results for a in kids["arch"]), bool, len(kids))
-            need = kids[kids["feasible"].to_numpy(bool) & fresh]
-            room = self.geo.budget - self.trials
-            if len(need) > room:
-                self.stopped_by_budget = True
-                need = need.iloc[: max(room, 0)]
+                r, l = self.sweep, self.layer
+                kids = stage_children(self.geo, r, l, self.tables.get((r, l - 1)), self.key_fn)
+                self.children[(r, l)] = kids
+                self._sweep_had_children |= not kids.empty
+                self._pending, stopped = plan_stage(kids, self.results, self.trials, self.geo.budget)
+                self.stopped_by_budget |= stopped
+            need = self._pending[self._pending["action"] == "evaluate"]
             if need.empty:
                 self._finish_stage({})
                 continue
@@ -353,56 +434,23 @@ class LayerNAS(Strategy):
 
     def _finish_stage(self, new_results: dict[str, float]) -> None:
         r, l = self.sweep, self.layer
-        kids = self._pending
-        arch = kids["arch"].tolist()
-        feas = kids["feasible"].to_numpy(bool)
-        fresh = np.array([a in new_results for a in arch], dtype=bool)
-        cached = np.array([a in self.results for a in arch], dtype=bool) & ~fresh
-        acc = np.array(
-            [new_results[a] if f else (self.results[a] if c else np.nan) for a, f, c in zip(arch, fresh, cached)],
-            dtype=float,
-        )
-        status = np.select(
-            [~feas, fresh & np.isfinite(acc), fresh, cached],
-            ["dropped", "ok", "failed", "cached"],
-            default="budget",
+        table, history = finish_stage(
+            self._pending, new_results, self.results, self.tables.get((r - 1, l)),
+            self.children.get((r - 1, l + 1)), l, self.config.replicas, self._n_history,
         )
         self.results.update(new_results)
-        reason = np.where(status == "dropped", kids["reason"].to_numpy(str), "")
-        reason = np.where(status == "budget", "budget spent", reason)
-        kids = kids.assign(accuracy=acc, status=status)
-        n0 = self._n_history
-        self._history.append(
-            pd.DataFrame(
-                {
-                    "order": np.arange(n0, n0 + len(kids)),
-                    "sweep": r,
-                    "layer": l,
-                    "arch": arch,
-                    "parent": kids["parent"].to_numpy(),
-                    "bucket": kids["bucket"].to_numpy(np.int64),
-                    "cost": kids["cost"].to_numpy(float),
-                    "min_cost": kids["min_cost"].to_numpy(float),
-                    "accuracy": acc,
-                    "status": status,
-                    "reason": reason,
-                    "key": kids["key"].to_numpy(),
-                },
-                columns=HISTORY_COLUMNS,
-            )
-        )
-        self._n_history += len(kids)
-        # table(r, l) = update(mark(table(r-1, l), parents of children(r-1, l+1)), children(r, l))
-        prev = self.tables.get((r - 1, l))
-        nxt = self.children.get((r - 1, l + 1))
-        parents = [] if nxt is None or nxt.empty else list(dict.fromkeys(nxt["parent"]))
-        usable = kids[kids["status"].isin(["ok", "cached"])]
-        self.tables[(r, l)] = update_table(mark_expanded(prev, parents), usable, l, self.config.replicas)
+        self.tables[(r, l)] = table
+        self._history.append(history)
+        self._n_history += len(history)
         self._pending = None
         if self.stopped_by_budget:
             self._done = True
             return
-        self._advance()
+        self.layer += 1
+        if self.layer == self.space.num_layers:
+            self._done = not self._sweep_had_children
+            self.sweep, self.layer = self.sweep + 1, 0
+            self._sweep_had_children = False
 
     # -- results
     def history_frame(self) -> pd.DataFrame:
@@ -414,10 +462,7 @@ class LayerNAS(Strategy):
 
     def final_tables(self) -> dict[int, pd.DataFrame]:
         """Latest snapshot of every layer."""
-        out: dict[int, pd.DataFrame] = {}
-        for (_r, l), t in sorted(self.tables.items()):
-            out[l] = t
-        return out
+        return {l: t for (_r, l), t in sorted(self.tables.items())}
 
     def best(self) -> dict | None:
         return best_in_target(self.history_frame(), self.config)
