@@ -40,3 +40,11 @@ def separable(arch: tuple[int, ...], seed: int = 0) -> float:
     """Sum of per-(layer, option) terms, larger options slightly better on average."""
     terms = [0.06 / (1 + x) + 0.02 * _unit(seed, i, x) for i, x in enumerate(arch)]
     return float(0.5 + 5 * np.mean(terms))
+
+
+def appendix_i_slow(arch: tuple[int, ...]) -> float:
+    """`appendix_i` taking a second per lookup, so tests can interrupt a run mid-trial."""
+    import time
+
+    time.sleep(1.0)
+    return appendix_i(arch)

@@ -1,0 +1,27 @@
+# LayerNAS as a Snakemake workflow: one checkpoint per (sweep, layer), one job per trial,
+# Parquet bucket tables on disk. See README "How the search maps to files".
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/search.smk"
+include: "workflow/rules/trials.smk"
+include: "workflow/rules/final.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets,
+    default_target: True

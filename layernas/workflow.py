@@ -1,0 +1,384 @@
+"""Library side of the Snakemake workflow: config checks, paths, stage inputs and the
+stage-by-stage driver steps the rule scripts call. Kept here (not in .smk files) so it is
+tested without Snakemake and the rules stay thin.
+
+Files of one search (``R`` = results directory, r = sweep, l = layer, both 0-based):
+
+    R/search/r{r}/l{l}/children.parquet   checkpoint: children of stage (r, l) + action
+    R/trials/{key}/metrics.json           one trial (trial.json, log.txt beside it)
+    R/search/r{r}/l{l}/buckets.parquet    table(r, l): the memorial table M_l after (r, l)
+    R/search/r{r}/l{l}/history.parquet    every child generated up to and including (r, l)
+    R/search/summary.json, history.parquet, tables.parquet, top.parquet   after the search
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layernas.search import (
+    Geometry,
+    SearchConfig,
+    check_target_reachable,
+    finish_stage,
+    plan_stage,
+    results_from_history,
+    stage_before,
+    stage_children,
+)
+from layernas.space import Space, SpaceError, load_space, parse_arch
+from layernas.store import atomic_write_json, atomic_write_parquet, config_hash, trial_key
+
+EVALUATORS = ("train", "tabular")
+
+
+class ConfigError(ValueError):
+    """A workflow config problem, named by field and value, found before any job starts."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+def search_config(config: dict) -> SearchConfig:
+    t, s = config["target"], config["search"]
+    return SearchConfig(
+        target_min=float(t["min"]),
+        target_max=float(t["max"]),
+        buckets=int(s["buckets"]),
+        replicas=int(s["replicas"]),
+        per_sweep=int(s["per_sweep"]),
+        budget=None if s.get("budget") in (None, 0) else int(s["budget"]),
+        metric=t.get("metric", "madds"),
+    )
+
+
+def cost_kwargs(config: dict) -> dict:
+    """Input size / classes for costing: the data set's, when training; else the space's."""
+    out = {}
+    for key in ("input_size", "num_classes", "input_channels"):
+        if config.get("cost", {}).get(key):
+            out[key] = int(config["cost"][key])
+    return out
+
+
+def oracle_spec(config: dict, space: Space):
+    from layernas.oracle import load_oracle
+
+    return load_oracle(str(config["oracle"]), space)
+
+
+def train_hash(config: dict, space: Space | None = None) -> str:
+    """Hash of whatever decides a trial's result besides arch and seed."""
+    if config["evaluator"] == "tabular":
+        space = space or load_space(config["space"])
+        return config_hash({"evaluator": "tabular", "oracle": oracle_spec(config, space).spec})
+    return config_hash({"evaluator": "train", "train": config["train"]})
+
+
+def validate(config: dict) -> None:
+    """Semantic checks the JSON schema cannot express; raise ConfigError naming the field."""
+    try:
+        space = load_space(config["space"])
+    except SpaceError as exc:
+        raise ConfigError(f"config field 'space': {exc}") from None
+    if config["evaluator"] not in EVALUATORS:
+        raise ConfigError(f"config field 'evaluator': must be one of {EVALUATORS}, got {config['evaluator']!r}")
+    try:
+        cfg = search_config(config)
+    except ValueError as exc:
+        raise ConfigError(f"config field 'search'/'target': {exc}") from None
+    try:
+        check_target_reachable(space, cfg, **cost_kwargs(config))
+    except ValueError as exc:
+        raise ConfigError(f"config field 'target': {exc}") from None
+    if config["evaluator"] == "tabular":
+        if not config.get("oracle"):
+            raise ConfigError("config field 'oracle': evaluator 'tabular' needs an oracle (table path or module:function)")
+        try:
+            oracle_spec(config, space)
+        except ValueError as exc:
+            raise ConfigError(f"config field 'oracle': {exc}") from None
+    elif space.backbone == "additive":
+        raise ConfigError(
+            f"config field 'evaluator': space {space.name} has no network to train; use evaluator: tabular"
+        )
+    else:
+        try:
+            from layernas import train as train_mod
+
+            check = getattr(train_mod, "validate_train_config", None)
+            if check is not None:
+                check(config["train"])
+        except ValueError as exc:
+            raise ConfigError(f"config field 'train': {exc}") from None
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Context:
+    """What every stage of one workflow run shares; built once per Snakemake process."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.results = Path(config.get("results", "results"))
+        self.space = load_space(config["space"])
+        self.search = search_config(config)
+        self.cost_kwargs = cost_kwargs(config)
+        self.geo = Geometry.of(self.space, self.search, **self.cost_kwargs)
+        self.seed = int(config.get("seed", 0))
+        self.train_hash = train_hash(config, self.space)
+
+    def key(self, arch: str) -> str:
+        return trial_key(self.space.space_id, arch, self.train_hash, self.seed)
+
+    # paths
+    def stage_dir(self, r: int, l: int) -> Path:
+        return self.results / "search" / f"r{r}" / f"l{l}"
+
+    def children_path(self, r: int, l: int) -> str:
+        return str(self.stage_dir(r, l) / "children.parquet")
+
+    def buckets_path(self, r: int, l: int) -> str:
+        return str(self.stage_dir(r, l) / "buckets.parquet")
+
+    def history_path(self, r: int, l: int) -> str:
+        return str(self.stage_dir(r, l) / "history.parquet")
+
+    def trial_path(self, key: str) -> str:
+        return str(self.results / "trials" / key / "metrics.json")
+
+    # stage inputs (file names only; used by the rules' input functions)
+    def children_inputs(self, r: int, l: int) -> dict[str, str]:
+        out = {}
+        prev = stage_before(self.space, r, l)
+        if prev is not None:
+            out["history"] = self.history_path(*prev)
+        if l > 0:
+            out["parents_table"] = self.buckets_path(r, l - 1)
+        return out
+
+    def aggregate_inputs(self, r: int, l: int) -> dict[str, str]:
+        out = {"children": self.children_path(r, l)}
+        prev = stage_before(self.space, r, l)
+        if prev is not None:
+            out["history"] = self.history_path(*prev)
+        if r > 0:
+            out["prev_table"] = self.buckets_path(r - 1, l)
+            if l + 1 < self.space.num_layers:
+                out["prev_next_children"] = self.children_path(r - 1, l + 1)
+        return out
+
+
+def read_parquet_cached(path: str) -> pd.DataFrame:
+    """Parquet read memoised on (path, mtime, size): Snakemake re-evaluates the DAG after every
+    checkpoint and walks all stages each time, so without this the walk is quadratic in reads."""
+    st = os.stat(path)
+    return _read_parquet(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _read_parquet(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def _maybe(path: str | None) -> pd.DataFrame | None:
+    return None if path is None else pd.read_parquet(path)
+
+
+# --------------------------------------------------------------------------- stage steps
+
+
+def write_children(ctx: Context, r: int, l: int, history: str | None, parents_table: str | None, out: str) -> pd.DataFrame:
+    """Checkpoint step: children of (r, l) with their planned action."""
+    hist = _maybe(history)
+    evaluated = results_from_history(hist) if hist is not None else {}
+    kids = stage_children(ctx.geo, r, l, _maybe(parents_table), ctx.key)
+    planned, stopped = plan_stage(kids, evaluated, len(evaluated), ctx.geo.budget)
+    planned = planned.assign(stopped=stopped)
+    atomic_write_parquet(out, planned)
+    return planned
+
+
+def keys_to_evaluate(children: pd.DataFrame) -> list[str]:
+    return list(children.loc[children["action"] == "evaluate", "key"])
+
+
+def read_metrics(path: str | Path) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def metrics_accuracy(metrics: dict) -> float:
+    """The proxy metric of a finished trial: validation accuracy, nan when it failed."""
+    if metrics.get("status") != "ok":
+        return float("nan")
+    for name in ("accuracy", "val_accuracy", "val_acc"):
+        if metrics.get(name) is not None:
+            return float(metrics[name])
+    return float("nan")
+
+
+def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], buckets_out: str, history_out: str) -> None:
+    """Aggregate step: table(r, l) and the cumulative history after (r, l)."""
+    planned = pd.read_parquet(inputs["children"])
+    hist = _maybe(inputs.get("history"))
+    evaluated = results_from_history(hist) if hist is not None else {}
+    new = {}
+    for a, key in planned.loc[planned["action"] == "evaluate", ["arch", "key"]].itertuples(index=False):
+        new[a] = metrics_accuracy(read_metrics(ctx.trial_path(key)))
+    table, stage_hist = finish_stage(
+        planned.drop(columns=["stopped"]),
+        new,
+        evaluated,
+        _maybe(inputs.get("prev_table")),
+        _maybe(inputs.get("prev_next_children")),
+        l,
+        ctx.search.replicas,
+        0 if hist is None else len(hist),
+    )
+    frames = [f for f in (hist, stage_hist) if f is not None and not f.empty]
+    full = pd.concat(frames, ignore_index=True) if frames else stage_hist
+    atomic_write_parquet(buckets_out, table)
+    atomic_write_parquet(history_out, full)
+
+
+def walk(ctx: Context, get_children) -> tuple[list[tuple[int, int]], bool]:
+    """All stages of the search, in order, as far as the finished checkpoints tell.
+
+    ``get_children(r, l)`` returns the path of children(r, l) or raises (Snakemake's
+    IncompleteCheckpointException) when that checkpoint has not run yet; it is called for
+    every layer of every sweep on each re-evaluation (snakemake issue 3862)."""
+    stages: list[tuple[int, int]] = []
+    r = 0
+    while True:
+        had = False
+        for l in range(ctx.space.num_layers):
+            kids = read_parquet_cached(get_children(r, l))
+            stages.append((r, l))
+            had |= not kids.empty
+            if not kids.empty and bool(kids["stopped"].iloc[0]):
+                return stages, True
+        if not had:
+            return stages, False
+        r += 1
+
+
+def latest_tables(ctx: Context, stages: list[tuple[int, int]]) -> dict[int, str]:
+    latest: dict[int, str] = {}
+    for r, l in stages:
+        latest[l] = ctx.buckets_path(r, l)
+    return latest
+
+
+def top_models(history: pd.DataFrame, config: SearchConfig, n: int) -> pd.DataFrame:
+    """The n best distinct evaluated models in the target range (the final-stage input)."""
+    ok = history[history["status"].isin(["ok"]) & np.isfinite(history["accuracy"].astype(float))]
+    ok = ok[(ok["cost"] >= config.target_min) & (ok["cost"] <= config.target_max)]
+    ok = ok.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
+    return ok.drop_duplicates("arch").head(n).reset_index(drop=True)
+
+
+def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: dict[int, str], out: dict[str, str]) -> dict:
+    from layernas.search import best_in_target
+
+    hist = pd.read_parquet(history_in)
+    frames = [pd.read_parquet(p) for _, p in sorted(tables.items())]
+    frames = [f for f in frames if not f.empty]
+    tables_df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    n_top = int(ctx.config.get("final", {}).get("top_n", 3))
+    top = top_models(hist, ctx.search, n_top)
+    final_cfg = ctx.config.get("final", {})
+    top = top.assign(final_key=[final_key(ctx, a, final_cfg) for a in top["arch"]])
+    counts = hist["status"].value_counts().to_dict()
+    summary = {
+        "space": ctx.space.name,
+        "space_id": ctx.space.space_id,
+        "evaluator": ctx.config["evaluator"],
+        "target": [ctx.search.target_min, ctx.search.target_max],
+        "metric": ctx.search.metric,
+        "buckets": ctx.search.buckets,
+        "replicas": ctx.search.replicas,
+        "per_sweep": ctx.search.per_sweep,
+        "best": best_in_target(hist, ctx.search),
+        "trials": int(counts.get("ok", 0) + counts.get("failed", 0)),
+        "failed": int(counts.get("failed", 0)),
+        "cached": int(counts.get("cached", 0)),
+        "dropped": int(counts.get("dropped", 0)),
+        "sweeps": int(hist["sweep"].nunique()) if len(hist) else 0,
+        "stages": len(stages),
+        "stopped_by_budget": bool(stopped),
+        "budget": ctx.geo.budget,
+        "top": top[["arch", "key", "final_key", "cost", "accuracy"]].to_dict("records"),
+    }
+    atomic_write_parquet(out["history"], hist)
+    atomic_write_parquet(out["tables"], tables_df)
+    atomic_write_parquet(out["top"], top)
+    atomic_write_json(out["summary"], summary)
+    return summary
+
+
+def final_key(ctx: Context, arch: str, final_cfg: dict) -> str:
+    h = config_hash({"final": {k: v for k, v in final_cfg.items() if k not in ("activate", "top_n")},
+                     "train": ctx.config.get("train")})
+    return trial_key(ctx.space.space_id, arch, h, ctx.seed)
+
+
+# --------------------------------------------------------------------------- key lookup
+
+
+def arch_for_key(results: str | Path, key: str) -> str:
+    """The arch of a trial key, from the children tables on disk (cluster jobs re-parse the
+    Snakefile without the driver's memory, so the lookup must work from files alone)."""
+    for path in sorted(Path(results, "search").glob("r*/l*/children.parquet")):
+        kids = read_parquet_cached(str(path))
+        hit = kids.loc[kids["key"] == key, "arch"]
+        if len(hit):
+            return str(hit.iloc[0])
+    top = Path(results, "search", "top.parquet")
+    if top.exists():
+        t = read_parquet_cached(str(top))
+        hit = t.loc[t["final_key"] == key, "arch"]
+        if len(hit):
+            return str(hit.iloc[0])
+    raise KeyError(f"trial key {key} is not in any children table under {results}/search")
+
+
+def evaluate_tabular(ctx: Context, arch: str, key: str, out_dir: str | Path) -> dict:
+    """A table lookup recorded like a trained trial, so every later stage reads one format."""
+    import time
+
+    from layernas import __version__
+
+    t0 = time.time()
+    trial = {
+        "key": key, "space": ctx.space.name, "space_id": ctx.space.space_id, "arch": arch,
+        "evaluator": "tabular", "oracle": str(ctx.config["oracle"]), "seed": ctx.seed,
+        "train_hash": ctx.train_hash,
+    }
+    try:
+        acc = oracle_spec(ctx.config, ctx.space)([parse_arch(arch, ctx.space)])[0]
+        if acc is None or not np.isfinite(acc):
+            raise ValueError(f"oracle returned {acc!r}")
+        metrics = {"status": "ok", "accuracy": float(acc), "error": None}
+    except Exception as exc:  # a failed lookup is a failed trial, not a failed workflow
+        metrics = {"status": "failed", "accuracy": None, "error": f"{type(exc).__name__}: {exc}"}
+    metrics.update({"key": key, "arch": arch, "wall_seconds": time.time() - t0, "device": "none",
+                    "versions": {"layernas": __version__}})
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "trial.json", trial)
+    (out_dir / "log.txt").write_text(f"tabular lookup of {arch}: {metrics['status']}\n")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())

@@ -1,0 +1,13 @@
+"""Search summary: inputs history (last stage), tables (latest per layer);
+outputs summary, history, tables, top."""
+import sys
+
+from layernas.workflow import Context, latest_tables, walk, write_summary
+
+sm = snakemake  # noqa: F821
+with open(sm.log[0], "w") as log:
+    sys.stderr = log
+    ctx = Context(sm.config)
+    stages, stopped = walk(ctx, lambda r, l: ctx.children_path(r, l))
+    s = write_summary(ctx, stages, stopped, sm.input.history, latest_tables(ctx, stages), dict(sm.output))
+    print(f"search done: {s['trials']} trials, best {s['best']}", file=log)
