@@ -13,6 +13,7 @@ Files of one search (``R`` = results directory, r = sweep, l = layer, both 0-bas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from functools import lru_cache
@@ -134,6 +135,15 @@ class Context:
         self.geo = Geometry.of(self.space, self.search, **self.cost_kwargs)
         self.seed = int(config.get("seed", 0))
         self.train_hash = train_hash(config, self.space)
+
+    @property
+    def signature(self) -> dict:
+        """What decides the search trajectory; a rule param, so changing any of it re-runs
+        the (cheap) search stages while every trial is found again by its content key."""
+        return {
+            "space": self.space.space_id, "train_hash": self.train_hash, "seed": self.seed,
+            "search": dataclasses.asdict(self.search), "cost": self.cost_kwargs, "budget": self.geo.budget,
+        }
 
     def key(self, arch: str) -> str:
         return trial_key(self.space.space_id, arch, self.train_hash, self.seed)

@@ -8,6 +8,8 @@ checkpoint children:
         f"{R}/search/r{{r}}/l{{l}}/children.parquet",
     log:
         f"{R}/logs/children/r{{r}}_l{{l}}.log",
+    params:
+        signature=CTX.signature,
     script:
         "../scripts/children.py"
 
@@ -20,6 +22,8 @@ rule aggregate:
         history=f"{R}/search/r{{r}}/l{{l}}/history.parquet",
     log:
         f"{R}/logs/aggregate/r{{r}}_l{{l}}.log",
+    params:
+        signature=CTX.signature,
     script:
         "../scripts/aggregate.py"
 
@@ -34,6 +38,9 @@ checkpoint search_summary:
         top=f"{R}/search/top.parquet",
     log:
         f"{R}/logs/search_summary.log",
+    params:
+        signature=CTX.signature,
+        final=config["final"],
     script:
         "../scripts/summary.py"
 

@@ -1,0 +1,178 @@
+"""The real Snakemake workflow on .test/config.yaml (Appendix I toy space, table lookups):
+full run == in-process search, resume after SIGTERM / SIGKILL with zero re-run trials,
+late-stage changes reuse trials, bad configs stop before any job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from layernas.examples.toy import appendix_i
+from layernas.search import SearchConfig, run_search
+from layernas.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+TEST_CONFIG = str(ROOT / ".test" / "config.yaml")
+SLOW_ORACLE = "oracle=layernas.examples.toy:appendix_i_slow"
+
+
+def snakemake(
+    workdir: Path, *extra: str, overrides: dict | None = None, timeout: int = 300, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir``; ``overrides`` go in a second configfile (nested values
+    given with --config arrive as strings)."""
+    files = [TEST_CONFIG]
+    if overrides:
+        workdir.mkdir(parents=True, exist_ok=True)
+        extra_cfg = workdir.parent / f"{workdir.name}-overrides.yaml"
+        extra_cfg.write_text(yaml.safe_dump(overrides))
+        files.append(str(extra_cfg))
+    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", *files, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tables(results: Path) -> dict[str, pd.DataFrame]:
+    search = results / "search"
+    return {str(p.relative_to(search)): pd.read_parquet(p) for p in sorted(search.glob("r*/l*/buckets.parquet"))}
+
+
+def trial_mtimes(results: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (results / "trials").glob("*/metrics.json")}
+
+
+def assert_same_tables(a: dict, b: dict, ignore_key: bool = False) -> None:
+    assert list(a) == list(b)
+    for name in a:
+        x, y = a[name], b[name]
+        if ignore_key:
+            x, y = x.drop(columns="key"), y.drop(columns="key")
+        pd.testing.assert_frame_equal(x, y, obj=name)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted run, shared by the tests below."""
+    wd = tmp_path_factory.mktemp("reference")
+    snakemake(wd)
+    return wd / "results"
+
+
+def test_full_run_matches_in_process_driver(reference):
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2)
+    engine = run_search(space, lambda b: [appendix_i(a) for a in b], cfg)
+    wf = tables(reference)
+    assert len(wf) == len(engine.tables)
+    for (r, l), t in engine.tables.items():
+        pd.testing.assert_frame_equal(
+            wf[f"r{r}/l{l}/buckets.parquet"].drop(columns="key"), t.drop(columns="key"), obj=f"r{r}/l{l}"
+        )
+    hist = pd.read_parquet(reference / "search" / "history.parquet")
+    pd.testing.assert_frame_equal(hist.drop(columns="key"), engine.history_frame().drop(columns="key"))
+    summary = pd.read_json(reference / "search" / "summary.json", typ="series")
+    assert summary["best"]["arch"] == engine.best()["arch"]
+    assert summary["trials"] == engine.trials == len(trial_mtimes(reference))
+    for name in ("best_vs_trials.png", "accuracy_vs_cost.png", "final_models.csv"):
+        assert (reference / "report" / name).stat().st_size > 0
+
+
+def test_same_cli_keys_and_tables_as_layernas_search(reference, tmp_path):
+    out = tmp_path / "cli"
+    subprocess.run(
+        [sys.executable, "-m", "layernas.cli", "search", "--space", "appendix-i", "--oracle",
+         "layernas.examples.toy:appendix_i", "--target-min", "8", "--target-max", "9",
+         "-H", "4", "-K", "2", "-R", "2", "--out", str(out), "--quiet"],
+        check=True, capture_output=True,
+    )
+    cli = {str(p.relative_to(out)): pd.read_parquet(p) for p in sorted(out.glob("r*/l*/buckets.parquet"))}
+    assert_same_tables(cli, tables(reference))
+
+
+def test_nothing_to_do_on_rerun(reference):
+    proc = snakemake(reference.parent)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _interrupt_and_resume(tmp_path, sig: int, reference: Path) -> None:
+    wd = tmp_path / "run"
+    wd.mkdir()
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while len(trial_mtimes(wd / "results")) < 5 if (wd / "results" / "trials").exists() else True:
+        if time.time() > deadline or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)  # land somewhere inside a running trial
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, sig)
+    proc.wait(timeout=120)
+    before = trial_mtimes(wd / "results")
+    assert 0 < len(before) < 19, "the interrupt should land mid-search"
+    if sig == signal.SIGKILL:
+        snakemake(wd, "--config", SLOW_ORACLE, "--unlock")
+    snakemake(wd, "--config", SLOW_ORACLE, "--rerun-incomplete")
+    after = trial_mtimes(wd / "results")
+    assert {k: after[k] for k in before} == before, "a finished trial was re-run"
+    assert len(after) == 19
+    assert_same_tables(tables(wd / "results"), tables(reference), ignore_key=True)
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_reruns_no_finished_trial(tmp_path, reference):
+    _interrupt_and_resume(tmp_path, signal.SIGTERM, reference)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reruns_no_finished_trial(tmp_path, reference):
+    _interrupt_and_resume(tmp_path, signal.SIGKILL, reference)
+
+
+@pytest.mark.slow
+def test_second_search_with_other_buckets_reuses_shared_trials(tmp_path, reference):
+    wd = tmp_path / "run"
+    snakemake(wd)
+    before = trial_mtimes(wd / "results")
+    snakemake(wd, overrides={"search": {"buckets": 3}})
+    after = trial_mtimes(wd / "results")
+    assert {k: after[k] for k in before} == before
+    summary = pd.read_json(wd / "results" / "search" / "summary.json", typ="series")
+    assert summary["buckets"] == 3
+    # changing a setting of a later stage only (final.top_n) re-runs the summary, no trial
+    snakemake(wd, overrides={"final": {"activate": False, "top_n": 1}})
+    assert trial_mtimes(wd / "results") == after
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ({"search": {"buckets": 0}}, "buckets"),
+        ({"search": {"replicas": "three"}}, "replicas"),
+        ({"space": "no-such-space"}, "space"),
+        ({"target": {"min": 100, "max": 200}}, "target"),
+        ({"evaluator": "magic"}, "evaluator"),
+        ({"oracle": "/nonexistent/table.csv"}, "oracle"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, override, needle):
+    proc = snakemake(tmp_path / "run", overrides=override, check=False, timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert needle in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "results").exists()
