@@ -213,6 +213,10 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
     planned, stopped = plan_stage(kids, evaluated, len(evaluated), ctx.geo.budget)
     planned = planned.assign(stopped=stopped)
     atomic_write_parquet(out, planned)
+    # Metadata for `layernas status` / audit (same content every stage, written atomically).
+    atomic_write_json(ctx.results / "search" / "search.json", {**ctx.signature, "target": [
+        ctx.search.target_min, ctx.search.target_max], "metric": ctx.search.metric,
+        "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"]})
     return planned
 
 

@@ -15,5 +15,7 @@ rule final:
         runtime=config["resources"]["final"]["runtime"],
         mem_mb=config["resources"]["final"]["mem_mb"],
         gpus=config["resources"]["final"]["gpus"],
+    conda:
+        "../../envs/train.yaml"
     script:
         "../scripts/final.py"

@@ -20,6 +20,8 @@ rule report_plots:
         done=touch(f"{R}/report/.done"),
     log:
         f"{R}/logs/report_plots.log",
+    conda:
+        "../../envs/search.yaml"
     script:
         "../scripts/plots.py"
 

@@ -10,6 +10,8 @@ checkpoint children:
         f"{R}/logs/children/r{{r}}_l{{l}}.log",
     params:
         signature=CTX.signature,
+    conda:
+        "../../envs/search.yaml"
     script:
         "../scripts/children.py"
 
@@ -24,6 +26,8 @@ rule aggregate:
         f"{R}/logs/aggregate/r{{r}}_l{{l}}.log",
     params:
         signature=CTX.signature,
+    conda:
+        "../../envs/search.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -41,6 +45,8 @@ checkpoint search_summary:
     params:
         signature=CTX.signature,
         final=config["final"],
+    conda:
+        "../../envs/search.yaml"
     script:
         "../scripts/summary.py"
 

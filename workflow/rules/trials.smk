@@ -17,6 +17,8 @@ rule trial:
         runtime=config["resources"]["trial"]["runtime"],
         mem_mb=config["resources"]["trial"]["mem_mb"],
         gpus=config["resources"]["trial"]["gpus"],
+    conda:
+        "../../envs/train.yaml"
     script:
         "../scripts/trial.py"
 
