@@ -24,6 +24,7 @@ run: setup
 # collected") is turned into a failure so an empty run can never pass.
 test: setup
 	$(BIN)/ruff check layernas tests benchmarks
+	$(BIN)/snakemake --lint --configfile .test/config.yaml -d $$(mktemp -d)
 	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
@@ -32,6 +33,7 @@ test-quick: setup
 
 lint: setup
 	$(BIN)/ruff check layernas tests benchmarks
+	$(BIN)/snakemake --lint --configfile .test/config.yaml -d $$(mktemp -d)
 
 clean:
 	rm -rf results .snakemake report.html
