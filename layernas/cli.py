@@ -135,7 +135,7 @@ def cmd_cost(args) -> int:
 def cmd_search(args) -> int:
     from layernas.oracle import load_oracle
     from layernas.search import SearchConfig, run_search
-    from layernas.store import atomic_write_json, atomic_write_parquet, config_hash, trial_key
+    from layernas.store import atomic_write_json, atomic_write_parquet, trial_key
 
     space = load_space(args.space)
     oracle = load_oracle(args.oracle, space)
@@ -148,7 +148,10 @@ def cmd_search(args) -> int:
         budget=args.budget,
         metric=args.metric,
     )
-    train_hash = config_hash({"evaluator": "tabular", "oracle": oracle.spec})
+    from layernas.trialjob import train_hash as oracle_train_hash
+
+    # The same hash the workflow's tabular evaluator uses: same oracle, same trial keys.
+    train_hash = oracle_train_hash({"evaluator": "tabular", "oracle": args.oracle})
 
     def key_fn(arch: str) -> str:
         return trial_key(space.space_id, arch, train_hash, args.seed)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from layernas.space import Space, format_arch, parse_arch
 from layernas.strategies.base import Arch
@@ -23,7 +22,9 @@ class OracleError(ValueError):
     """The oracle is unusable or cannot answer a query; the message says which and why."""
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path):
+    import pandas as pd
+
     path = Path(path)
     if not path.exists():
         raise OracleError(f"oracle table {path} does not exist")
@@ -105,7 +106,21 @@ class CallableOracle:
         return [self.fn(tuple(a)) for a in batch]
 
 
+def is_table(spec: str) -> bool:
+    return Path(spec).suffix in (".csv", ".parquet", ".txt") or Path(spec).exists()
+
+
+def oracle_id(spec: str) -> str:
+    """Identity of an oracle for trial keys: a table by its content (the same table anywhere
+    gives the same keys), a callable by its import path. Cheap: no table is parsed."""
+    if is_table(spec):
+        if not Path(spec).exists():
+            raise OracleError(f"oracle table {spec} does not exist")
+        return f"table:{file_digest(spec)}"
+    return f"callable:{spec}"
+
+
 def load_oracle(spec: str, space: Space) -> TableOracle | CallableOracle:
-    if Path(spec).suffix in (".csv", ".parquet", ".txt") or Path(spec).exists():
+    if is_table(spec):
         return TableOracle(spec, space)
     return CallableOracle(spec)

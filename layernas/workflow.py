@@ -33,7 +33,7 @@ from layernas.search import (
     stage_before,
     stage_children,
 )
-from layernas.space import Space, SpaceError, load_space, parse_arch
+from layernas.space import Space, SpaceError, load_space
 from layernas.store import atomic_write_json, atomic_write_parquet, config_hash, trial_key
 
 EVALUATORS = ("train", "tabular")
@@ -74,12 +74,7 @@ def oracle_spec(config: dict, space: Space):
     return load_oracle(str(config["oracle"]), space)
 
 
-def train_hash(config: dict, space: Space | None = None) -> str:
-    """Hash of whatever decides a trial's result besides arch and seed."""
-    if config["evaluator"] == "tabular":
-        space = space or load_space(config["space"])
-        return config_hash({"evaluator": "tabular", "oracle": oracle_spec(config, space).spec})
-    return config_hash({"evaluator": "train", "train": config["train"]})
+from layernas.trialjob import train_hash  # noqa: E402  (shared with the light trial job)
 
 
 def validate(config: dict) -> None:
@@ -362,34 +357,6 @@ def arch_for_key(results: str | Path, key: str) -> str:
         if len(hit):
             return str(hit.iloc[0])
     raise KeyError(f"trial key {key} is not in any children table under {results}/search")
-
-
-def evaluate_tabular(ctx: Context, arch: str, key: str, out_dir: str | Path) -> dict:
-    """A table lookup recorded like a trained trial, so every later stage reads one format."""
-    import time
-
-    from layernas import __version__
-
-    t0 = time.time()
-    trial = {
-        "key": key, "space": ctx.space.name, "space_id": ctx.space.space_id, "arch": arch,
-        "evaluator": "tabular", "oracle": str(ctx.config["oracle"]), "seed": ctx.seed,
-        "train_hash": ctx.train_hash,
-    }
-    try:
-        acc = oracle_spec(ctx.config, ctx.space)([parse_arch(arch, ctx.space)])[0]
-        if acc is None or not np.isfinite(acc):
-            raise ValueError(f"oracle returned {acc!r}")
-        metrics = {"status": "ok", "accuracy": float(acc), "error": None}
-    except Exception as exc:  # a failed lookup is a failed trial, not a failed workflow
-        metrics = {"status": "failed", "accuracy": None, "error": f"{type(exc).__name__}: {exc}"}
-    metrics.update({"key": key, "arch": arch, "wall_seconds": time.time() - t0, "device": "none",
-                    "versions": {"layernas": __version__}})
-    out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "trial.json", trial)
-    (out_dir / "log.txt").write_text(f"tabular lookup of {arch}: {metrics['status']}\n")
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
