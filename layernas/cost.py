@@ -97,6 +97,12 @@ class _Resolver:
         return np.full(n, value, dtype=np.int64)
 
 
+def resolve_value(space: Space, arch: Any, value: Any, slot: str, where: str = "") -> int:
+    """One network field ('$layer' reference or constant) for one arch, as the cost sees it;
+    `models.build_model` uses this so the built network and the formula never disagree."""
+    return int(_Resolver(space, np.asarray([arch], dtype=np.int64))(value, slot, where or slot)[0])
+
+
 def _additive(space: Space, archs: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
     madds = np.zeros(len(archs), dtype=np.float64)
     params = np.zeros(len(archs), dtype=np.float64)
