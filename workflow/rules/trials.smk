@@ -23,8 +23,9 @@ rule trial:
         "../scripts/trial.py"
 
 
-# A table lookup is cheaper than submitting a job for it.
-if config["evaluator"] == "tabular":
+# A table lookup is cheaper than submitting a job for it (resources.trial.local overrides).
+_local = config["resources"]["trial"].get("local")
+if _local if _local is not None else config["evaluator"] == "tabular":
 
     localrules:
         trial,

@@ -1,0 +1,166 @@
+"""The workflow through `snakemake --profile slurm` on a real single-node SLURM cluster
+(../shared/tools/start_local_slurm.sh: slurmctld, slurmd, slurmdbd, MariaDB, munge).
+
+Skipped, with the reason, where the cluster cannot start (not root, no apt-get, no script).
+The cluster is brought up once for this module and always brought down afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from layernas.examples.toy import appendix_i
+from layernas.search import SearchConfig, run_search
+from layernas.space import load_space
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(os.environ.get("LAYERNAS_SLURM_SCRIPT", ROOT.parent / "shared" / "tools" / "start_local_slurm.sh"))
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def _why_no_slurm() -> str | None:
+    if not SCRIPT.exists():
+        return f"no cluster script at {SCRIPT}"
+    if os.geteuid() != 0:
+        return "starting SLURM needs root"
+    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+        return "no apt-get to install SLURM (not Debian)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = _why_no_slurm()
+    if why:
+        pytest.skip(f"SLURM tests skipped: {why}")
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=120)
+        pytest.skip(f"SLURM tests skipped: the local cluster did not start:\n{up.stdout[-2000:]}{up.stderr[-2000:]}")
+    print(up.stdout[-800:])
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
+
+
+def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool = False):
+    """`snakemake --profile slurm` typed at the project root, with a CI override file."""
+    cfg = {"results": str(tmp / "results"),
+           "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500}}}
+    for k, v in overrides.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    (tmp / "ci.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), "--profile", "slurm",
+           "--configfile", str(ROOT / ".test" / "config.yaml"), str(tmp / "ci.yaml"),
+           "--slurm-init-seconds-before-status-checks", "2"]
+    log = open(tmp / "snakemake.log", "a")
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def sacct_jobs(since: str) -> pd.DataFrame:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,JobName,State,Elapsed"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|") for line in out.strip().splitlines() if line]
+    return pd.DataFrame(rows, columns=["jobid", "name", "state", "elapsed"])
+
+
+def reference_tables():
+    engine = run_search(load_space("appendix-i"), lambda b: [appendix_i(a) for a in b],
+                        SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2))
+    return {f"r{r}/l{l}": t.drop(columns="key") for (r, l), t in engine.tables.items()}, engine.trials
+
+
+def tables(results: Path) -> dict:
+    return {f"{p.parent.parent.name}/{p.parent.name}": pd.read_parquet(p).drop(columns="key")
+            for p in sorted((results / "search").glob("r*/l*/buckets.parquet"))}
+
+
+def assert_tables_equal(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k], obj=k)
+
+
+def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path):
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    proc = run_profile(tmp_path, {})
+    log = (tmp_path / "snakemake.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    ref, n_trials = reference_tables()
+    assert_tables_equal(tables(tmp_path / "results"), ref)
+    time.sleep(2)
+    jobs = sacct_jobs(since)
+    print(jobs.to_string())  # the CI log shows job ids and states
+    done = jobs[jobs.state == "COMPLETED"]
+    assert len(done) == n_trials, f"expected {n_trials} trial jobs, sacct shows:\n{jobs}"
+    for jid in done.jobid:
+        assert f"SLURM jobid {jid} " in log, f"job {jid} not in the snakemake log"
+
+
+def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path):
+    slow = {"oracle": "layernas.examples.toy:appendix_i_slow"}
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    proc = run_profile(tmp_path, slow, background=True)
+    cancelled = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        q = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        if q:
+            cancelled = q[0]
+            subprocess.run(["scancel", cancelled], check=True)
+            break
+        time.sleep(0.5)
+    assert cancelled, "no running trial job to cancel"
+    proc.wait(timeout=600)
+    jobs = sacct_jobs(since)
+    print(jobs.to_string())
+    assert jobs.set_index("jobid").loc[cancelled, "state"].startswith("CANCELLED")
+    log = (tmp_path / "snakemake.log").read_text()
+    assert cancelled in log  # the failure names the SLURM job
+    # resume: the same command again completes the search with the same tables
+    proc2 = run_profile(tmp_path, slow)
+    assert proc2.returncode == 0, (tmp_path / "snakemake.log").read_text()[-3000:]
+    ref, _ = reference_tables()
+    assert_tables_equal(tables(tmp_path / "results"), ref)
+
+
+def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
+    proc = run_profile(tmp_path, {"resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 10_000_000}}},
+                       timeout=300)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert proc.returncode != 0
+    assert "sbatch" in log.lower() and ("memory" in log.lower() or "mem" in log.lower()), log[-3000:]
+
+
+def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    proc = run_profile(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_stuck",
+                                  "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500}}},
+                       timeout=400)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert proc.returncode != 0
+    jobs = sacct_jobs(since)
+    print(jobs.to_string())
+    assert (jobs.state == "TIMEOUT").any(), jobs
+    assert "TIMEOUT" in log, log[-3000:]
+
+
+def test_slurm_profile_sets_what_users_edit():
+    prof = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    assert prof["executor"] == "slurm" and prof["scheduler"] == "greedy"
+    assert prof["rerun-incomplete"] is True
+    assert "slurm_partition" in prof["default-resources"]
+    assert prof["default-resources"]["cpus_per_task"] == "threads"
