@@ -125,12 +125,21 @@ def _count(model, torch, size):
     return total[0], sum(p.numel() for p in model.parameters())
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: torch's threads only add contention on a shared CPU (restored after)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("bench", list(nb201.DATASETS))
-def test_flops_formula_matches_built_networks(m, bench):
-    pytest.importorskip("torch")
+def test_flops_formula_matches_built_networks(m, bench, one_thread):
     ctx = nb201.DATASETS[bench][1]
     rng = np.random.default_rng(1)
-    flats = [0, 15624, *rng.integers(0, 15625, 4)]
+    flats = [0, 15624, *rng.integers(0, 15625, 2)]
     for f in flats:
         arch = m.arch(f)
         model, torch = _nb201_network(m.edge_ops[f], ctx["num_classes"])
@@ -140,7 +149,7 @@ def test_flops_formula_matches_built_networks(m, bench):
         assert c["params"][0] == params, (bench, m.to_string(arch))
 
 
-def test_flops_formula_matches_project_model_builder(m):
+def test_flops_formula_matches_project_model_builder(m, one_thread):
     """The same check through the project's own builder and hook counter (layernas.models /
     layernas.counting, written alongside this module)."""
     models = pytest.importorskip("layernas.models", reason="layernas.models (build_model) not available yet")
@@ -148,7 +157,7 @@ def test_flops_formula_matches_project_model_builder(m):
     rng = np.random.default_rng(2)
     for bench in ("nb201-cifar10", "nb201-imagenet16-120"):
         ctx = nb201.DATASETS[bench][1]
-        for f in [0, 15624, *rng.integers(0, 15625, 2)]:
+        for f in [0, *rng.integers(0, 15625, 2)]:
             arch = m.arch(f)
             model = models.build_model(m.space, arch, num_classes=ctx["num_classes"], input_size=ctx["input_size"])
             counted = counting.count_madds_params(model, ctx["input_size"], m.space.input_channels)
