@@ -1,0 +1,159 @@
+"""Offline data sets as resident uint8 tensors, with a deterministic train/validation split.
+
+Nothing here downloads: Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package,
+digits from scikit-learn, and CIFAR / ImageFolder from a directory the user names. The small
+sets fit in memory, so trials index tensors directly instead of going through a DataLoader
+(start-up of worker processes would dominate a seconds-long proxy trial).
+
+The proxy metric is validation accuracy on a split carved from the training set (fixed seed,
+independent of the trial seed, so every trial sees the same split); the test split is only
+used for final numbers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+SPLIT_SEED = 20230501  # fixed: the validation split must not change with the trial seed
+
+
+class DataError(ValueError):
+    """A data set cannot be loaded; the message says what is missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        magic = struct.unpack(">I", fh.read(4))[0]
+        ndim = magic & 0xFF
+        shape = struct.unpack(">" + "I" * ndim, fh.read(4 * ndim))
+        return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
+
+
+def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    dirs = [Path(data_dir)] if data_dir else list(FASHION_DIRS)
+    for d in dirs:
+        if (d / "train-images-idx3-ubyte.gz").exists():
+            xtr = _read_idx(d / "train-images-idx3-ubyte.gz")[:, None]
+            ytr = _read_idx(d / "train-labels-idx1-ubyte.gz")
+            xte = _read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None]
+            yte = _read_idx(d / "t10k-labels-idx1-ubyte.gz")
+            return xtr, ytr, xte, yte, 10
+    raise DataError(
+        f"fashion-mnist not found in {', '.join(map(str, dirs))}: install Debian's package "
+        "(as root: apt-get install dataset-fashion-mnist, or `bash scripts/install_data.sh`), "
+        "or set train.data_dir to a directory with the four *-ubyte.gz files, or use dataset: digits"
+    )
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    n_test = len(y) // 5  # digits has no test split: hold out 20% once, deterministically
+    test, train = perm[:n_test], perm[n_test:]
+    return x[train], y[train], x[test], y[test], 10
+
+
+def _cifar(name: str, data_dir: str | None):
+    import torchvision
+
+    if not data_dir or not Path(data_dir).exists():
+        raise DataError(
+            f"{name}: set train.data_dir to a directory holding the extracted python version "
+            f"(cifar-10-batches-py / cifar-100-python); got {data_dir!r}. Nothing is downloaded."
+        )
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        tr = cls(data_dir, train=True, download=False)
+        te = cls(data_dir, train=False, download=False)
+    except RuntimeError as exc:
+        raise DataError(f"{name} in {data_dir}: {exc}") from None
+    conv = lambda ds: np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # noqa: E731
+    return conv(tr), np.asarray(tr.targets), conv(te), np.asarray(te.targets), len(tr.classes)
+
+
+def _imagefolder(data_dir: str | None, image_size: int):
+    import torchvision
+    from torchvision.transforms import functional as F
+
+    root = Path(data_dir) if data_dir else None
+    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise DataError(f"imagefolder: set train.data_dir to a directory with train/ and val/ class folders; got {data_dir!r}")
+
+    def load(split: str):
+        ds = torchvision.datasets.ImageFolder(str(root / split))
+        xs = [np.asarray(F.center_crop(F.resize(img.convert("RGB"), image_size), image_size)).transpose(2, 0, 1)
+              for img, _ in ds]
+        return np.stack(xs).astype(np.uint8), np.asarray(ds.targets), len(ds.classes)
+
+    xtr, ytr, n = load("train")
+    xte, yte, _ = load("val")
+    return xtr, ytr, xte, yte, n
+
+
+@lru_cache(maxsize=8)
+def load_dataset(name: str, data_dir: str | None = None, val_fraction: float = 0.1,
+                 max_train_samples: int | None = None, image_size: int = 64) -> Dataset:
+    """Load once per process (cached); the validation split is a fixed-seed slice of train."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if name == "fashion-mnist":
+        xtr, ytr, xte, yte, k = _fashion(data_dir)
+    elif name == "digits":
+        xtr, ytr, xte, yte, k = _digits()
+    elif name in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte, k = _cifar(name, data_dir)
+    else:
+        xtr, ytr, xte, yte, k = _imagefolder(data_dir, image_size)
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(ytr))
+    n_val = max(1, int(round(len(ytr) * val_fraction)))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if max_train_samples:
+        train_idx = train_idx[: int(max_train_samples)]
+
+    def split(x, y, idx=None) -> Split:
+        if idx is not None:
+            x, y = x[idx], y[idx]
+        return Split(torch.from_numpy(np.array(x, copy=True)), torch.from_numpy(np.array(y, dtype=np.int64)))
+
+    return Dataset(name, split(xtr, ytr, train_idx), split(xtr, ytr, val_idx), split(xte, yte), k)
