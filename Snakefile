@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+from layernas.workflow import normalize_config
+
+normalize_config(config)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -46,6 +46,20 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- config
 
 
+def normalize_config(config: dict) -> None:
+    """Accept numbers that YAML 1.1 reads as strings (``2.6e6`` without an exponent sign is a
+    string to PyYAML), so a user's natural notation passes schema validation."""
+    target = config.get("target")
+    if isinstance(target, dict):
+        for k in ("min", "max"):
+            v = target.get(k)
+            if isinstance(v, str):
+                try:
+                    target[k] = float(v)
+                except ValueError:
+                    pass  # the schema check names the field
+
+
 def search_config(config: dict) -> SearchConfig:
     t, s = config["target"], config["search"]
     return SearchConfig(
