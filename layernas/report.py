@@ -33,7 +33,29 @@ def best_so_far(history: pd.DataFrame, lo: float, hi: float) -> pd.DataFrame:
     return pd.DataFrame({"trial": np.arange(1, len(ev) + 1), "best": np.where(np.isfinite(run), run, np.nan)})
 
 
-def write_report_figures(summary, history, tables, final, out, space_name) -> None:
+TRANSFER_COLUMNS = ("arch", "backbone", "pretrained", "backbone_madds", "detector_madds", "map", "ap50",
+                    "ap75", "ap_small", "ap_medium", "ap_large", "untrained_map", "train_seconds")
+
+
+def transfer_table(paths) -> pd.DataFrame:
+    """Found-vs-reference detection rows (the paper's transfer table), one pair per final model,
+    read from results/transfer/{key}/metrics.json."""
+    rows = []
+    for path in paths:
+        m = json.loads(Path(path).read_text())
+        runs = [(f"found {m['arch']}", m)]
+        if "found_scratch" in m:
+            runs.append(("found, from scratch", m["found_scratch"] | {"pretrained": False}))
+        if "reference" in m:
+            ref = m["reference"]
+            runs.append((f"{ref['name']} x{ref['width_mult']}", ref))
+        for name, r in runs:
+            rows.append({"key": Path(path).parent.name} | {c: r.get(c) for c in TRANSFER_COLUMNS}
+                        | {"arch": m["arch"], "backbone": name})
+    return pd.DataFrame(rows, columns=["key", *TRANSFER_COLUMNS])
+
+
+def write_report_figures(summary, history, tables, final, out, space_name, transfer=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +112,7 @@ def write_report_figures(summary, history, tables, final, out, space_name) -> No
     rows = []
     for path in final:
         m = json.loads(Path(path).read_text())
-        rows.append({k: m.get(k) for k in ("key", "arch", "status", "madds", "params", "test_accuracy",
+        rows.append({"key": Path(path).parent.name} | {k: m.get(k) for k in ("arch", "status", "madds", "params", "test_accuracy",
                                             "val_accuracy", "epochs", "wall_seconds", "error")})
     top = pd.DataFrame(s.get("top", []))
     if rows:
@@ -98,3 +120,5 @@ def write_report_figures(summary, history, tables, final, out, space_name) -> No
     else:
         final_df = top.assign(note="final retraining not run (evaluator tabular or final.activate false)")
     final_df.to_csv(out["final"], index=False)
+    if "transfer" in out:
+        transfer_table(transfer).to_csv(out["transfer"], index=False)

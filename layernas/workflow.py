@@ -127,6 +127,50 @@ def validate(config: dict) -> None:
                 check(config["train"])
         except ValueError as exc:
             raise ConfigError(f"config field 'train': {exc}") from None
+    validate_transfer(config)
+
+
+def transfer_plan(config: dict) -> dict[str, Any]:
+    """What the transfer stage will use: ``coco_root`` (the user's COCO-layout directory) or
+    ``gen`` (fields of the generated set), and ``recipe`` (TransferConfig fields). The seeds
+    default to the run's seed so one config value makes the whole run reproducible."""
+    t = config.get("transfer") or {}
+    data = dict(t.get("data") or {})
+    recipe = dict(t.get("recipe") or {})
+    recipe.setdefault("seed", int(config.get("seed", 0)))
+    root = data.pop("coco_root", None)
+    if root is not None:
+        return {"coco_root": str(root), "gen": None, "recipe": recipe}
+    data.setdefault("seed", int(config.get("seed", 0)))
+    return {"coco_root": None, "gen": data, "recipe": recipe}
+
+
+def validate_transfer(config: dict) -> None:
+    """Raise ConfigError for a transfer section that would fail only after the search."""
+    if not (config.get("transfer") or {}).get("activate"):
+        return
+    if config["evaluator"] != "train" or not config["final"].get("activate", True):
+        raise ConfigError("config field 'transfer.activate': the transfer stage needs final models "
+                          "(evaluator: train and final.activate: true)")
+    from layernas.detdata import GenConfig, split_paths
+    from layernas.transfer import TransferConfig
+
+    plan = transfer_plan(config)
+    try:
+        recipe = TransferConfig.from_dict(plan["recipe"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config field 'transfer.recipe': {exc}") from None
+    if plan["coco_root"] is not None:
+        try:
+            for split in (recipe.train_split, recipe.val_split):
+                split_paths(plan["coco_root"], split)
+        except ValueError as exc:
+            raise ConfigError(f"config field 'transfer.data.coco_root': {exc}") from None
+    else:
+        try:
+            GenConfig.from_dict(plan["gen"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config field 'transfer.data': {exc}") from None
 
 
 # --------------------------------------------------------------------------- context

@@ -70,11 +70,22 @@ def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool
     return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def sacct_jobs(since: str) -> pd.DataFrame:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,JobName,State,Elapsed"],
+def sacct_jobs(before: frozenset = frozenset()) -> pd.DataFrame:
+    """Jobs sacct knows about that were not in `before`, told apart by (job id, submit time):
+    not by start time alone, because the cluster's smoke-test job can start in the same second as
+    the test, and not by job id alone, because the accounting database outlives slurmctld's
+    job-id counter across `down`/`up`."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2020-01-01", "-o", "JobID,JobName,State,Elapsed,Submit"],
                          capture_output=True, text=True, check=True).stdout
     rows = [line.split("|") for line in out.strip().splitlines() if line]
-    return pd.DataFrame(rows, columns=["jobid", "name", "state", "elapsed"])
+    jobs = pd.DataFrame(rows, columns=["jobid", "name", "state", "elapsed", "submit"])
+    seen = [(j, t) not in before for j, t in zip(jobs.jobid, jobs.submit)]
+    return jobs[seen].reset_index(drop=True)
+
+
+def known_jobs() -> frozenset:
+    jobs = sacct_jobs()
+    return frozenset(zip(jobs.jobid, jobs.submit))
 
 
 def reference_tables():
@@ -95,14 +106,14 @@ def assert_tables_equal(a: dict, b: dict) -> None:
 
 
 def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path):
-    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    before = known_jobs()
     proc = run_profile(tmp_path, {})
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     ref, n_trials = reference_tables()
     assert_tables_equal(tables(tmp_path / "results"), ref)
     time.sleep(2)
-    jobs = sacct_jobs(since)
+    jobs = sacct_jobs(before)
     print(jobs.to_string())  # the CI log shows job ids and states
     done = jobs[jobs.state == "COMPLETED"]
     assert len(done) == n_trials, f"expected {n_trials} trial jobs, sacct shows:\n{jobs}"
@@ -112,7 +123,7 @@ def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_pa
 
 def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path):
     slow = {"oracle": "layernas.examples.toy:appendix_i_slow"}
-    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    before = known_jobs()
     proc = run_profile(tmp_path, slow, background=True)
     cancelled = None
     deadline = time.time() + 300
@@ -125,7 +136,7 @@ def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path)
         time.sleep(0.5)
     assert cancelled, "no running trial job to cancel"
     proc.wait(timeout=600)
-    jobs = sacct_jobs(since)
+    jobs = sacct_jobs(before)
     print(jobs.to_string())
     assert jobs.set_index("jobid").loc[cancelled, "state"].startswith("CANCELLED")
     log = (tmp_path / "snakemake.log").read_text()
@@ -146,13 +157,13 @@ def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
 
 
 def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
-    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    before = known_jobs()
     proc = run_profile(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_stuck",
                                   "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500}}},
                        timeout=400)
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode != 0
-    jobs = sacct_jobs(since)
+    jobs = sacct_jobs(before)
     print(jobs.to_string())
     assert (jobs.state == "TIMEOUT").any(), jobs
     assert "TIMEOUT" in log, log[-3000:]

@@ -26,11 +26,12 @@ SLOW_ORACLE = "oracle=layernas.examples.toy:appendix_i_slow"
 
 
 def snakemake(
-    workdir: Path, *extra: str, overrides: dict | None = None, timeout: int = 300, check: bool = True
+    workdir: Path, *extra: str, overrides: dict | None = None, timeout: int = 300, check: bool = True,
+    base: str = TEST_CONFIG,
 ) -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir``; ``overrides`` go in a second configfile (nested values
     given with --config arrive as strings)."""
-    files = [TEST_CONFIG]
+    files = [base]
     if overrides:
         workdir.mkdir(parents=True, exist_ok=True)
         extra_cfg = workdir.parent / f"{workdir.name}-overrides.yaml"
@@ -176,3 +177,59 @@ def test_bad_config_fails_before_any_job(tmp_path, override, needle):
     assert needle in err
     assert "Traceback" not in err
     assert not (tmp_path / "run" / "results").exists()
+
+
+# --------------------------------------------------------------------------- training pipeline
+
+TRAIN_CONFIG = {
+    "space": "mobilenet-tiny",
+    "evaluator": "train",
+    "target": {"metric": "madds", "min": 4.0e6, "max": 5.5e6},
+    "search": {"buckets": 4, "replicas": 1, "per_sweep": 1, "budget": 6},
+    "train": {"dataset": "digits", "epochs": 1, "batch_size": 64},
+    "final": {"activate": True, "top_n": 1, "epochs": 1},
+    "transfer": {"activate": True, "data": {"num_train": 120, "num_val": 40, "source": "digits"},
+                 "recipe": {"epochs": 3}},
+}
+
+
+def mtimes(results: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in results.glob(pattern)}
+
+
+@pytest.mark.slow
+def test_training_run_ends_with_final_models_and_transfer_table(tmp_path):
+    """Real training end to end (digits): trials, final retraining, detection transfer, report;
+    then a transfer-only change re-runs the transfer stage and nothing before it."""
+    base = tmp_path / "train.yaml"
+    base.write_text(yaml.safe_dump(TRAIN_CONFIG))
+    wd = tmp_path / "run"
+    snakemake(wd, base=str(base), timeout=900)
+    res = wd / "results"
+    summary = pd.read_json(res / "search" / "summary.json", typ="series")
+    assert summary["trials"] == 6 and len(trial_mtimes(res)) == 6
+    (final_path,) = res.glob("final/*/metrics.json")
+    key = final_path.parent.name
+    assert pd.read_json(final_path, typ="series")["status"] == "ok" and (final_path.parent / "model.pt").is_file()
+    final_table = pd.read_csv(res / "report" / "final_models.csv")
+    assert final_table["key"].tolist() == [key]
+    table = pd.read_csv(res / "report" / "transfer.csv")
+    assert list(table["backbone"].str.split().str[0]) == ["found", "mobilenet_v3_small"]
+    assert (table["map"] >= 0).all() and table["pretrained"].tolist() == [True, False]
+    metrics = pd.read_json(res / "transfer" / key / "metrics.json", typ="series")
+    assert metrics["weights"].endswith(f"final/{key}/model.pt")
+    assert metrics["map"] == pytest.approx(table["map"].iloc[0], rel=1e-9)
+
+    before = mtimes(res, "trials/*/metrics.json") | mtimes(res, "final/*/metrics.json")
+    transfer_before = mtimes(res, "transfer/*/metrics.json")
+    changed = {**TRANSFER_ONLY_CHANGE}
+    snakemake(wd, base=str(base), overrides=changed, timeout=900)
+    assert mtimes(res, "trials/*/metrics.json") | mtimes(res, "final/*/metrics.json") == before
+    after = mtimes(res, "transfer/*/metrics.json")
+    assert after.keys() == transfer_before.keys()
+    assert all(after[k] > transfer_before[k] for k in after)
+    again = pd.read_json(res / "transfer" / key / "metrics.json", typ="series")
+    assert again["config"]["epochs"] == 2
+
+
+TRANSFER_ONLY_CHANGE = {"transfer": {"recipe": {"epochs": 2}}}

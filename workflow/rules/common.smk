@@ -2,7 +2,7 @@
 # layernas/workflow.py (tested without Snakemake); this file only adapts it to rules.
 import sys
 
-from layernas.workflow import ConfigError, Context, validate as validate_semantics, walk, latest_tables
+from layernas.workflow import ConfigError, Context, transfer_plan, validate as validate_semantics, walk, latest_tables
 
 try:
     validate_semantics(config)
@@ -50,18 +50,28 @@ def summary_inputs(wc):
     return {"history": CTX.history_path(*last), "tables": [tables[l] for l in sorted(tables)]}
 
 
-def final_targets():
+def final_keys():
     if not (config["final"]["activate"] and config["evaluator"] == "train"):
         return []
     import pandas as pd
 
-    top = pd.read_parquet(checkpoints.search_summary.get().output.top)
-    return expand(f"{R}/final/{{key}}/metrics.json", key=top["final_key"])
+    return list(pd.read_parquet(checkpoints.search_summary.get().output.top)["final_key"])
+
+
+def final_targets():
+    return expand(f"{R}/final/{{key}}/metrics.json", key=final_keys())
+
+
+def transfer_targets():
+    if not config["transfer"]["activate"]:
+        return []
+    return expand(f"{R}/transfer/{{key}}/metrics.json", key=final_keys())
 
 
 def all_targets(wc):
     targets = [f"{R}/search/summary.json"]
     targets += final_targets()
+    targets += transfer_targets()
     if config["report"]["activate"]:
         targets.append(f"{R}/report/.done")
     return targets

@@ -7,6 +7,7 @@ rule report_plots:
         history=f"{R}/search/history.parquet",
         tables=f"{R}/search/tables.parquet",
         final=lambda wc: final_targets(),
+        transfer=lambda wc: transfer_targets(),
     output:
         progress=report(f"{R}/report/best_vs_trials.png", caption="../report/best_vs_trials.rst", category="Search"),
         scatter=report(f"{R}/report/accuracy_vs_cost.png", caption="../report/accuracy_vs_cost.rst", category="Search"),
@@ -17,6 +18,7 @@ rule report_plots:
             category="Bucket tables",
         ),
         final=report(f"{R}/report/final_models.csv", caption="../report/final_models.rst", category="Final models"),
+        transfer=report(f"{R}/report/transfer.csv", caption="../report/transfer.rst", category="Detection transfer"),
         done=touch(f"{R}/report/.done"),
     log:
         f"{R}/logs/report_plots.log",

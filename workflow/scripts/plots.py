@@ -10,4 +10,5 @@ with open(sm.log[0], "w") as log:
     write_report_figures(
         summary=sm.input.summary, history=sm.input.history, tables=sm.input.tables,
         final=list(sm.input.final), out=dict(sm.output), space_name=sm.config["space"],
+        transfer=list(sm.input.transfer),
     )
