@@ -7,6 +7,7 @@ The cluster is brought up once for this module and always brought down afterward
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,22 +71,23 @@ def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool
     return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def sacct_jobs(before: frozenset = frozenset()) -> pd.DataFrame:
-    """Jobs sacct knows about that were not in `before`, told apart by (job id, submit time):
-    not by start time alone, because the cluster's smoke-test job can start in the same second as
-    the test, and not by job id alone, because the accounting database outlives slurmctld's
-    job-id counter across `down`/`up`."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2020-01-01", "-o", "JobID,JobName,State,Elapsed,Submit"],
+def run_ids(log: str) -> set[str]:
+    """The SLURM plugin names every job of one snakemake run after its run ID, which it logs."""
+    return set(re.findall(r"SLURM run ID: (\S+)", log))
+
+
+def sacct_jobs(log_path: Path) -> pd.DataFrame:
+    """The jobs of the snakemake runs logged in ``log_path``: told apart by job name, because
+    neither start times (the cluster's smoke-test job can start in the same second, and
+    slurmdbd records it late) nor job ids (the accounting database outlives slurmctld's job-id
+    counter across `down`/`up`) separate them from other jobs."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2020-01-01", "-o", "JobID,JobName,State,Elapsed"],
                          capture_output=True, text=True, check=True).stdout
     rows = [line.split("|") for line in out.strip().splitlines() if line]
-    jobs = pd.DataFrame(rows, columns=["jobid", "name", "state", "elapsed", "submit"])
-    seen = [(j, t) not in before for j, t in zip(jobs.jobid, jobs.submit)]
-    return jobs[seen].reset_index(drop=True)
-
-
-def known_jobs() -> frozenset:
-    jobs = sacct_jobs()
-    return frozenset(zip(jobs.jobid, jobs.submit))
+    jobs = pd.DataFrame(rows, columns=["jobid", "name", "state", "elapsed"])
+    ids = run_ids(log_path.read_text())
+    assert ids, "the snakemake log names no SLURM run ID"
+    return jobs[jobs.name.isin(ids)].reset_index(drop=True)
 
 
 def reference_tables():
@@ -106,14 +108,13 @@ def assert_tables_equal(a: dict, b: dict) -> None:
 
 
 def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path):
-    before = known_jobs()
     proc = run_profile(tmp_path, {})
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     ref, n_trials = reference_tables()
     assert_tables_equal(tables(tmp_path / "results"), ref)
     time.sleep(2)
-    jobs = sacct_jobs(before)
+    jobs = sacct_jobs(tmp_path / "snakemake.log")
     print(jobs.to_string())  # the CI log shows job ids and states
     done = jobs[jobs.state == "COMPLETED"]
     assert len(done) == n_trials, f"expected {n_trials} trial jobs, sacct shows:\n{jobs}"
@@ -123,7 +124,6 @@ def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_pa
 
 def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path):
     slow = {"oracle": "layernas.examples.toy:appendix_i_slow"}
-    before = known_jobs()
     proc = run_profile(tmp_path, slow, background=True)
     cancelled = None
     deadline = time.time() + 300
@@ -136,7 +136,7 @@ def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path)
         time.sleep(0.5)
     assert cancelled, "no running trial job to cancel"
     proc.wait(timeout=600)
-    jobs = sacct_jobs(before)
+    jobs = sacct_jobs(tmp_path / "snakemake.log")
     print(jobs.to_string())
     assert jobs.set_index("jobid").loc[cancelled, "state"].startswith("CANCELLED")
     log = (tmp_path / "snakemake.log").read_text()
@@ -157,13 +157,12 @@ def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
 
 
 def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
-    before = known_jobs()
     proc = run_profile(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_stuck",
                                   "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500}}},
                        timeout=400)
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode != 0
-    jobs = sacct_jobs(before)
+    jobs = sacct_jobs(tmp_path / "snakemake.log")
     print(jobs.to_string())
     assert (jobs.state == "TIMEOUT").any(), jobs
     assert "TIMEOUT" in log, log[-3000:]
