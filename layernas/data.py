@@ -64,20 +64,57 @@ def _read_idx(path: Path) -> np.ndarray:
         return np.frombuffer(fh.read(), dtype=np.uint8).reshape(shape)
 
 
-def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _fashion_dir(data_dir: str | None) -> Path:
     dirs = [Path(data_dir)] if data_dir else list(FASHION_DIRS)
     for d in dirs:
-        if (d / "train-images-idx3-ubyte.gz").exists():
-            xtr = _read_idx(d / "train-images-idx3-ubyte.gz")[:, None]
-            ytr = _read_idx(d / "train-labels-idx1-ubyte.gz")
-            xte = _read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None]
-            yte = _read_idx(d / "t10k-labels-idx1-ubyte.gz")
-            return xtr, ytr, xte, yte, 10
+        if all((d / f).is_file() for f in FASHION_FILES):
+            return d
+    where = f"train.data_dir: fashion-mnist not found in {data_dir!r}" if data_dir else \
+        f"train.dataset: fashion-mnist not found in {', '.join(map(str, dirs))}"
     raise DataError(
-        f"fashion-mnist not found in {', '.join(map(str, dirs))}: install Debian's package "
+        f"{where} (needs the four *-ubyte.gz files): install Debian's package "
         "(as root: apt-get install dataset-fashion-mnist, or `bash scripts/install_data.sh`), "
         "or set train.data_dir to a directory with the four *-ubyte.gz files, or use dataset: digits"
     )
+
+
+def check_source(name: str, data_dir: str | None) -> None:
+    """Fail with a DataError naming ``train.dataset`` / ``train.data_dir`` and the bad value when
+    the files of a data set are not where the config says, without loading anything (cheap, so
+    the workflow runs it before any job starts)."""
+    if name not in DATASETS:
+        raise DataError(f"train.dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "fashion-mnist":
+        _fashion_dir(data_dir)
+    elif name in CIFAR_DIRS:
+        sub = CIFAR_DIRS[name]
+        if not data_dir or not Path(data_dir).is_dir():
+            raise DataError(
+                f"train.data_dir: {name} needs a directory holding the extracted python version ({sub}/); "
+                f"got {data_dir!r}, {'which is not a directory' if data_dir else 'none set'}. Nothing is downloaded."
+            )
+        if not (Path(data_dir) / sub).is_dir():
+            raise DataError(f"train.data_dir: {data_dir!r} has no {sub}/ (the extracted python version of "
+                            f"{name}). Nothing is downloaded.")
+    elif name == "imagefolder":
+        root = Path(data_dir) if data_dir else None
+        if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
+            raise DataError(f"train.data_dir: imagefolder needs a directory with train/ and val/ class folders; "
+                            f"got {data_dir!r}")
+
+
+def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    d = _fashion_dir(data_dir)
+    xtr = _read_idx(d / "train-images-idx3-ubyte.gz")[:, None]
+    ytr = _read_idx(d / "train-labels-idx1-ubyte.gz")
+    xte = _read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None]
+    yte = _read_idx(d / "t10k-labels-idx1-ubyte.gz")
+    return xtr, ytr, xte, yte, 10
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -95,11 +132,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
 def _cifar(name: str, data_dir: str | None):
     import torchvision
 
-    if not data_dir or not Path(data_dir).exists():
-        raise DataError(
-            f"{name}: set train.data_dir to a directory holding the extracted python version "
-            f"(cifar-10-batches-py / cifar-100-python); got {data_dir!r}. Nothing is downloaded."
-        )
+    check_source(name, data_dir)
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         tr = cls(data_dir, train=True, download=False)
@@ -114,9 +147,8 @@ def _imagefolder(data_dir: str | None, image_size: int):
     import torchvision
     from torchvision.transforms import functional as F
 
-    root = Path(data_dir) if data_dir else None
-    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise DataError(f"imagefolder: set train.data_dir to a directory with train/ and val/ class folders; got {data_dir!r}")
+    check_source("imagefolder", data_dir)
+    root = Path(str(data_dir))
 
     def load(split: str):
         ds = torchvision.datasets.ImageFolder(str(root / split))

@@ -46,7 +46,8 @@ def read_table(path: str | Path):
     bad = df.loc[acc.isna() & df["accuracy"].notna(), "accuracy"]
     if len(bad):
         raise OracleError(
-            f"oracle table {path}: column 'accuracy' must be numeric; row {bad.index[0]} has {bad.iloc[0]!r}"
+            f"oracle table {path}: column 'accuracy' must be numeric; arch {str(df['arch'][bad.index[0]])!r} "
+            f"(row {bad.index[0]}) has {bad.iloc[0]!r}"
         )
     df = df.assign(arch=df["arch"].astype(str).str.strip(), accuracy=acc)
     dup = df["arch"][df["arch"].duplicated()]

@@ -180,8 +180,22 @@ def load_space(name_or_path: str | Path) -> Space:
     try:
         raw = yaml.load(path.read_text(), Loader=_LineLoader)
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
+        raise SpaceError(f"{path}: not valid YAML{_yaml_problem(exc)}") from None
     return space_from_dict(raw, source=str(path))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: where it stopped, what it expected, and where the construct
+    it was reading began (an unclosed bracket is reported where the parser gives up)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f": {' '.join(str(exc).split())}"
+    out = f" at line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', None) or 'parse error'}"
+    ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if ctx:
+        where = f" that starts at line {ctx_mark.line + 1}, column {ctx_mark.column + 1}" if ctx_mark else ""
+        out += f" ({ctx}{where})"
+    return out
 
 
 def _err(where: str, line: Any, msg: str) -> SpaceError:
@@ -222,7 +236,7 @@ def _parse_layer(raw: Any, index: int, backbone: str) -> Layer:
     if "options" in raw:
         opts = raw["options"]
         if not isinstance(opts, list) or not opts:
-            raise _err(f"{where}.options", line, "must be a non-empty list")
+            raise _err(f"{where}.options", line, f"must be a non-empty list, got {opts!r}")
         options = []
         for j, opt in enumerate(opts):
             if not isinstance(opt, dict):
@@ -286,7 +300,10 @@ def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
     layers_raw = raw.get("layers")
     if not isinstance(layers_raw, list) or not layers_raw:
         raise _err(f"{source}: layers", line, "must be a non-empty list")
-    layers = tuple(_parse_layer(lr, i, backbone) for i, lr in enumerate(layers_raw))
+    try:
+        layers = tuple(_parse_layer(lr, i, backbone) for i, lr in enumerate(layers_raw))
+    except SpaceError as exc:
+        raise SpaceError(f"{source}: {exc}") from None
     names = [layer.name for layer in layers]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

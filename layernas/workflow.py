@@ -46,9 +46,15 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- config
 
 
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
 def normalize_config(config: dict) -> None:
-    """Accept numbers that YAML 1.1 reads as strings (``2.6e6`` without an exponent sign is a
-    string to PyYAML), so a user's natural notation passes schema validation."""
+    """First thing the Snakefile runs. Accepts numbers that YAML 1.1 reads as strings
+    (``2.6e6`` without an exponent sign is a string to PyYAML), so a user's natural notation
+    passes schema validation; then checks the schema itself and stops the process with one
+    line naming the field and value (Snakemake's own ``validate``, which follows, would print
+    the whole schema for an unknown key)."""
     target = config.get("target")
     if isinstance(target, dict):
         for k in ("min", "max"):
@@ -58,6 +64,74 @@ def normalize_config(config: dict) -> None:
                     target[k] = float(v)
                 except ValueError:
                     pass  # the schema check names the field
+    try:
+        check_schema(config)
+    except ConfigError as exc:
+        raise SystemExit(f"layernas: config error: {exc}") from None
+
+
+def _show(value: Any) -> str:
+    """A config value as the user wrote it in YAML (null, true, 'text', 3)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return repr(value)
+
+
+def check_schema(config: dict, schema_path: str | Path = SCHEMA) -> None:
+    """Raise ConfigError naming the field and value of the first schema violation (no-op when
+    the schema file is not next to the package, e.g. a non-editable install: Snakemake's
+    validate still runs)."""
+    schema_path = Path(schema_path)
+    if not schema_path.is_file():
+        return
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(schema_path.read_text())
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if err is not None:
+        raise ConfigError(_schema_message(err))
+
+
+def _schema_message(err) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    kind, want, got = err.validator, err.validator_value, err.instance
+    if kind == "additionalProperties" and isinstance(got, dict):
+        known = list(err.schema.get("properties", {}))
+        extra = sorted(k for k in got if k not in known)
+        if extra:
+            field = f"{path}.{extra[0]}" if path else extra[0]
+            return (f"config field {field!r}: unknown field (value {_show(got[extra[0]])}); "
+                    f"known fields{' of ' + path if path else ''}: {', '.join(known)}")
+    if kind == "required" and isinstance(got, dict):
+        missing = [k for k in want if k not in got]
+        if missing:
+            field = f"{path}.{missing[0]}" if path else missing[0]
+            return f"config field {field!r}: is required{' in ' + path if path else ''}"
+    field = path or "(top level)"
+    if kind == "type":
+        types = " or ".join(want) if isinstance(want, list) else want
+        return f"config field {field!r}: must be of type {types}, got {_show(got)}"
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
+        return f"config field {field!r}: must be {op} {want}, got {_show(got)}"
+    if kind == "enum":
+        return f"config field {field!r}: must be one of {', '.join(map(str, want))}, got {_show(got)}"
+    return f"config field {field!r}: {err.message}"
+
+
+def _field_error(section: str, exc: Exception) -> ConfigError:
+    """ConfigError for a message from a section's own checks: ``train.lr: must be > 0`` becomes
+    ``config field 'train.lr': must be > 0`` (the field named once)."""
+    msg = str(exc)
+    head, sep, rest = msg.partition(": ")
+    if sep and (head == section or head.startswith(section + ".")) and " " not in head:
+        return ConfigError(f"config field {head!r}: {rest}")
+    return ConfigError(f"config field {section!r}: {msg}")
 
 
 def search_config(config: dict) -> SearchConfig:
@@ -98,7 +172,11 @@ def validate(config: dict) -> None:
     except SpaceError as exc:
         raise ConfigError(f"config field 'space': {exc}") from None
     if config["evaluator"] not in EVALUATORS:
-        raise ConfigError(f"config field 'evaluator': must be one of {EVALUATORS}, got {config['evaluator']!r}")
+        raise ConfigError(f"config field 'evaluator': must be one of {', '.join(EVALUATORS)}, "
+                          f"got {_show(config['evaluator'])}")
+    t = config["target"]
+    if float(t["min"]) > float(t["max"]):
+        raise ConfigError(f"config field 'target.min': {t['min']:g} is above target.max {t['max']:g}")
     try:
         cfg = search_config(config)
     except ValueError as exc:
@@ -109,7 +187,8 @@ def validate(config: dict) -> None:
         raise ConfigError(f"config field 'target': {exc}") from None
     if config["evaluator"] == "tabular":
         if not config.get("oracle"):
-            raise ConfigError("config field 'oracle': evaluator 'tabular' needs an oracle (table path or module:function)")
+            raise ConfigError("config field 'oracle': evaluator 'tabular' needs an oracle (table path or "
+                              f"module:function), got {_show(config.get('oracle'))}")
         try:
             oracle_spec(config, space)
         except ValueError as exc:
@@ -119,14 +198,22 @@ def validate(config: dict) -> None:
             f"config field 'evaluator': space {space.name} has no network to train; use evaluator: tabular"
         )
     else:
-        try:
-            from layernas import train as train_mod
+        from layernas.data import check_source
+        from layernas.train import validate_train_config
 
-            check = getattr(train_mod, "validate_train_config", None)
-            if check is not None:
-                check(config["train"])
-        except ValueError as exc:
-            raise ConfigError(f"config field 'train': {exc}") from None
+        try:
+            train = validate_train_config(config["train"])
+            check_source(train.dataset, train.data_dir)  # files only, nothing is loaded
+        except (TypeError, ValueError) as exc:
+            raise _field_error("train", exc) from None
+        final = config.get("final") or {}
+        if final.get("activate", True):
+            from layernas.final import FinalConfig
+
+            try:
+                FinalConfig.from_dict(final)
+            except (TypeError, ValueError) as exc:
+                raise _field_error("final", exc) from None
     validate_transfer(config)
 
 
