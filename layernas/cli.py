@@ -19,7 +19,8 @@ from layernas.space import SpaceError, list_spaces, load_space, parse_arch
 
 # Subcommands that live in their own modules (each has add_parser(subparsers)); a module
 # that is missing (an optional part not installed) is skipped, not fatal.
-PLUGIN_MODULES = ("layernas.trial_cli", "layernas.bench_cli", "layernas.status_cli", "layernas.transfer_cli")
+PLUGIN_MODULES = ("layernas.trial_cli", "layernas.bench_cli", "layernas.status_cli", "layernas.transfer_cli",
+                  "layernas.audit_cli")
 
 
 def _print_json(obj) -> None:
