@@ -770,3 +770,31 @@ def disk_usage(results_dir: str | Path) -> dict[str, int]:
     out["total"] = _tree_bytes(str(root))
     out["other"] = out["total"] - sum(v for k, v in out.items() if k != "total")
     return out
+
+
+def retry_failed(results_dir: str | Path, dry_run: bool = False) -> dict[str, Any]:
+    """Move every failed trial's directory to ``failed/{key}.{n}/`` so the next snakemake
+    run (with ``--forcerun aggregate``, see README) evaluates those children again. Failed
+    trials are results, not errors, and are never retried on their own; this is the explicit
+    way to ask. The old records are kept, not deleted, so the first error stays on disk."""
+    results = Path(results_dir)
+    trials = results / "trials"
+    if not trials.is_dir():
+        raise ValueError(f"{results} has no trials/ directory (is it a results directory?)")
+    moved = []
+    for d in sorted(p for p in trials.iterdir() if p.is_dir()):
+        try:
+            m = json.loads((d / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue  # partial or corrupted: `layernas audit --fix` handles those
+        if not isinstance(m, dict) or m.get("status") == "ok":
+            continue
+        n = 0
+        while (results / "failed" / f"{d.name}.{n}").exists():
+            n += 1
+        dest = results / "failed" / f"{d.name}.{n}"
+        moved.append({"key": d.name, "arch": m.get("arch"), "error": m.get("error"), "moved_to": str(dest)})
+        if not dry_run:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(d, dest)
+    return {"results": str(results), "moved": moved, "dry_run": dry_run}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from layernas.audit import ERROR, INFO, WARNING, audit, clean_weights
+from layernas.audit import ERROR, INFO, WARNING, audit, clean_weights, retry_failed
 
 
 def _plural(n: int, word: str) -> str:
@@ -56,6 +56,21 @@ def cmd_clean_weights(args) -> int:
     return 0
 
 
+def cmd_retry_failed(args) -> int:
+    res = retry_failed(args.results, dry_run=args.dry_run)
+    if args.json:
+        _dump(res)
+        return 0
+    verb = "would move" if args.dry_run else "moved"
+    for t in res["moved"]:
+        print(f"{verb} {t['key']} ({t['arch']}: {t['error']}) to {t['moved_to']}")
+    print(f"{verb} {_plural(len(res['moved']), 'failed trial')}")
+    if res["moved"] and not args.dry_run:
+        print("now run your snakemake command with --forcerun aggregate (e.g. snakemake --cores all "
+              "--forcerun aggregate) to evaluate them again")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("audit", help="check trial records against the Parquet tables; --fix removes broken trials")
     p.add_argument("results", nargs="?", default="results", help="results directory (default: results)")
@@ -71,3 +86,9 @@ def add_parser(sub) -> None:
     c.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_clean_weights)
+
+    r = sub.add_parser("retry-failed", help="set failed trials aside so the next run evaluates them again")
+    r.add_argument("results", nargs="?", default="results", help="results directory (default: results)")
+    r.add_argument("--dry-run", action="store_true", help="list the failed trials, move nothing")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_retry_failed)

@@ -12,10 +12,6 @@ import numpy as np
 import pandas as pd
 
 
-def _du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
 def collect_status(results: str | Path) -> dict:
     results = Path(results)
     search = results / "search"
@@ -77,6 +73,9 @@ def collect_status(results: str | Path) -> dict:
             top = band.sort_values("accuracy", ascending=False).groupby(["layer", "bucket"]).head(1)
             near = top.sort_values(["layer", "bucket"]).head(20)[["layer", "bucket", "arch", "cost", "accuracy"]].to_dict("records")
     summary = json.loads((search / "summary.json").read_text()) if (search / "summary.json").exists() else None
+    from layernas.audit import disk_usage
+
+    du = disk_usage(results)
     return {
         "results": str(results),
         "space": meta.get("space_name"),
@@ -91,8 +90,9 @@ def collect_status(results: str | Path) -> dict:
         "best_in_target": best,
         "near_target": near,
         "trial_seconds": round(seconds, 1),
-        "disk_bytes": _du(results),
-        "disk_bytes_weights": sum(p.stat().st_size for p in trials_dir.glob("*/*.pt")) if trials_dir.exists() else 0,
+        "disk_bytes": du["total"],
+        "disk_bytes_weights": du["trials_weights"],
+        "disk": du,
     }
 
 

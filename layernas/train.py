@@ -19,10 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layernas.data import DATASETS, Dataset, Split
+from layernas.trialjob import NOT_HASHED  # one list for both keys
 
 OPTIMIZERS = ("sgd", "rmsprop")
-# Fields that do not change a trial's result: left out of the trial key.
-NOT_HASHED = ("device", "threads", "save_weights", "log_every")
 
 
 class TrialFailed(RuntimeError):
@@ -44,6 +43,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
     eval_batch_size: int = 1024
+    bn_recalibrate_samples: int = 2000
     device: str = "auto"
     threads: int | None = None
     save_weights: bool = False
@@ -129,6 +129,37 @@ class Ema:
             e.mul_(d).add_(p.detach(), alpha=1 - d)
         for e, b in zip(self.module.buffers(), model.buffers()):
             e.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, split: Split, mean, std, device, samples: int, batch_size: int) -> int:
+    """Recompute BatchNorm running statistics as a plain average over ``samples`` training
+    images with the final weights (BN calibration, as in once-for-all / BigNAS). Why: a proxy
+    run is a few dozen steps at a high learning rate, so the running averages mix activations
+    of weights that no longer exist. Measured on the default recipe (Fashion-MNIST, 31 steps):
+    validation accuracy 0.15 in eval mode against 0.70 with batch statistics; calibration
+    closes the gap. Returns the number of images used (0: no BN layer or disabled)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    n = min(samples, len(split))
+    if not bns or n <= 0:
+        return 0
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    was = model.training
+    model.train()
+    try:
+        for i in range(0, n, batch_size):
+            x = (split.images[i : min(i + batch_size, n)].to(device).float() / 255.0 - mean) / std
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            model(x)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.train(was)
+    return n
 
 
 @torch.no_grad()
@@ -226,6 +257,8 @@ def train_model(
     final_model = ema.module if ema is not None else model
     split = data.val if eval_split == "val" else data.test
     t1 = time.perf_counter()
+    calibrated = recalibrate_bn(final_model, train, mean, std, device, cfg.bn_recalibrate_samples,
+                                cfg.batch_size)
     ev = evaluate(final_model, split, mean, std, device, cfg.eval_batch_size, amp)
     if not math.isfinite(ev["loss"]):
         raise TrialFailed(f"{eval_split} loss is {ev['loss']}")
@@ -236,6 +269,7 @@ def train_model(
         "steps": step,
         "epochs": step / steps_per_epoch,
         "train_seconds": train_seconds,
+        "bn_calibration_images": calibrated,
         "eval_seconds": time.perf_counter() - t1,
         "images_per_second": seen / max(train_seconds, 1e-9),
         "device": str(device),

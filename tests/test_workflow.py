@@ -233,3 +233,131 @@ def test_training_run_ends_with_final_models_and_transfer_table(tmp_path):
 
 
 TRANSFER_ONLY_CHANGE = {"transfer": {"recipe": {"epochs": 2}}}
+
+
+# --------------------------------------------------------------------------- reliability
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL snakemake and every job it started (they share its session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_ten_sigkills_at_random_moments_change_nothing(tmp_path, reference):
+    """SIGKILL snakemake and its jobs at 10 seeded random moments, resuming each time with the
+    documented command (--unlock, then the same command; the profile sets --rerun-incomplete):
+    same tables as an uninterrupted run, and no trial that had finished is evaluated again."""
+    import random
+
+    rng = random.Random(10)
+    wd = tmp_path / "run"
+    wd.mkdir()
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
+    finished: dict[str, int] = {}
+    kills = 0
+    for _ in range(10):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(0.5, 3.0))
+        done = proc.poll() is not None
+        _kill_group(proc)
+        if done:
+            break
+        kills += 1
+        for k, t in trial_mtimes(wd / "results").items():
+            assert finished.setdefault(k, t) == t, f"finished trial {k} was evaluated again"
+        snakemake(wd, "--config", SLOW_ORACLE, "--unlock")
+    assert kills == 10, f"the search finished after {kills} kills; kill earlier"
+    snakemake(wd, "--config", SLOW_ORACLE)
+    after = trial_mtimes(wd / "results")
+    assert {k: after[k] for k in finished} == finished, "a finished trial was evaluated again"
+    assert len(after) == 19
+    assert_same_tables(tables(wd / "results"), tables(reference), ignore_key=True)
+
+
+FLAKY = {
+    "space": "mobilenet-tiny",
+    "evaluator": "tabular",
+    "oracle": "layernas.examples.toy:separable_flaky",
+    "trial_timeout": 2,
+    "target": {"metric": "madds", "min": 3.0e6, "max": 3.6e6},
+    "search": {"buckets": 10, "replicas": 1, "per_sweep": 2, "budget": 60},
+    "final": {"activate": False},
+}
+
+
+@pytest.mark.slow
+def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
+    """~10% of trials crash, return NaN or hang past trial_timeout: the search completes, each
+    failure is recorded with its error and shown by `layernas status`, a rerun does not retry
+    them, and `layernas retry-failed` + --forcerun aggregate evaluates exactly those again."""
+    import json
+
+    from layernas.examples.toy import flaky_kind
+    from layernas.space import parse_arch
+
+    space = load_space("mobilenet-tiny")
+    base = tmp_path / "flaky.yaml"
+    base.write_text(yaml.safe_dump(FLAKY))
+    wd = tmp_path / "run"
+    snakemake(wd, base=str(base), timeout=600)
+    res = wd / "results"
+    records = {p.parent.name: json.loads(p.read_text()) for p in (res / "trials").glob("*/metrics.json")}
+    expected_error = {"crash": "simulated crash", "nan": "oracle returned nan", "timeout": "TrialTimeout"}
+    kinds = {}
+    for key, m in records.items():
+        kind = flaky_kind(parse_arch(m["arch"], space))
+        kinds[key] = kind
+        if kind is None:
+            assert m["status"] == "ok", m
+        else:
+            assert m["status"] == "failed" and expected_error[kind] in m["error"], (kind, m)
+    failed = {k for k, kind in kinds.items() if kind}
+    assert len(failed) >= 3, f"only {len(failed)} failures among {len(records)} trials"
+    summary = json.loads((res / "search" / "summary.json").read_text())
+    assert summary["failed"] == len(failed) and summary["trials"] == len(records)
+
+    status = subprocess.run([sys.executable, "-m", "layernas.cli", "status", str(res), "--json"],
+                            capture_output=True, text=True, check=True)
+    st = json.loads(status.stdout)
+    assert st["trials"]["failed"] == len(failed)
+    assert {e["key"] for e in st["failed_trials"]} <= failed
+
+    before = trial_mtimes(res)
+    proc = snakemake(wd, base=str(base))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert trial_mtimes(res) == before
+
+    subprocess.run([sys.executable, "-m", "layernas.cli", "retry-failed", str(res)], check=True,
+                   capture_output=True)
+    assert sorted(p.name.split(".")[0] for p in (res / "failed").iterdir()) == sorted(failed)
+    snakemake(wd, "--forcerun", "aggregate", base=str(base), timeout=600)
+    after = trial_mtimes(res)
+    assert {k: after[k] for k in before if k not in failed} == {k: before[k] for k in before if k not in failed}
+    assert all(k in after and after[k] > before[k] for k in failed)
+
+
+@pytest.mark.slow
+def test_second_snakemake_on_the_same_directory_is_refused(tmp_path):
+    """Snakemake's lock: a second run on a directory a run is using stops with LockException and
+    the message tells what to do; the first run is not disturbed."""
+    wd = tmp_path / "run"
+    wd.mkdir()
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not list((wd / ".snakemake" / "locks").glob("*")) and time.time() < deadline:
+            time.sleep(0.2)
+        second = snakemake(wd, "--config", SLOW_ORACLE, check=False, timeout=120)
+        assert second.returncode != 0
+        err = second.stdout + second.stderr
+        assert "LockException" in err or "cannot be locked" in err.lower(), err[-2000:]
+        assert "--unlock" in err
+        assert first.wait(timeout=300) == 0
+    finally:
+        _kill_group(first)
+    assert len(trial_mtimes(wd / "results")) == 19

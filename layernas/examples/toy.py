@@ -58,3 +58,27 @@ def appendix_i_stuck(arch: tuple[int, ...]) -> float:
     if sum(arch) == 0:
         time.sleep(600)
     return appendix_i(arch)
+
+
+def flaky_kind(arch: tuple[int, ...]) -> str | None:
+    """Which failure `separable_flaky` simulates for ``arch``: None for about 90% of archs,
+    else "crash", "nan" or "timeout" (a deterministic function of the arch)."""
+    u = _unit("flaky", tuple(int(x) for x in arch))
+    if u >= 0.1:
+        return None
+    return ("crash", "nan", "timeout")[int(u * 30) % 3]
+
+
+def separable_flaky(arch: tuple[int, ...]) -> float:
+    """`separable` where ~10% of archs fail: an exception, a NaN accuracy, or a lookup that
+    hangs (run it with a `trial_timeout`), for the failing-trials tests."""
+    import time
+
+    kind = flaky_kind(arch)
+    if kind == "crash":
+        raise RuntimeError(f"simulated crash for arch {'-'.join(map(str, arch))}")
+    if kind == "nan":
+        return float("nan")
+    if kind == "timeout":
+        time.sleep(120)
+    return separable(arch)

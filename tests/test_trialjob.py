@@ -1,0 +1,81 @@
+"""The light trial job: keys checked against the config, failures (crash, NaN, timeout) recorded
+as failed trials, and a finished trial restored instead of evaluated again after Snakemake
+deleted its metrics.json (rerun of an incomplete job)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from layernas.examples.toy import flaky_kind
+from layernas.space import format_arch, load_space
+from layernas.store import trial_key
+from layernas.trialjob import RECORD, TrialTimeout, run_trial_job, time_limit, train_hash
+
+CONFIG = {"space": "mobilenet-tiny", "evaluator": "tabular", "oracle": "layernas.examples.toy:separable_flaky",
+          "seed": 0, "trial_timeout": 1}
+
+
+def _arch_of_kind(kind):
+    space = load_space("mobilenet-tiny")
+    import itertools
+
+    for arch in itertools.product(*[range(len(layer.options)) for layer in space.layers]):
+        if flaky_kind(arch) == kind:
+            return format_arch(arch)
+    raise AssertionError(kind)
+
+
+def _key(arch: str) -> str:
+    space = load_space(CONFIG["space"])
+    return trial_key(space.space_id, arch, train_hash(CONFIG, space), 0)
+
+
+@pytest.mark.parametrize("kind, needle", [(None, None), ("crash", "simulated crash"),
+                                          ("nan", "oracle returned nan"), ("timeout", "TrialTimeout")])
+def test_each_failure_kind_is_a_recorded_failed_trial(tmp_path, kind, needle):
+    arch = _arch_of_kind(kind)
+    t0 = time.time()
+    m = run_trial_job(CONFIG, arch, _key(arch), tmp_path)
+    assert time.time() - t0 < 10
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["status"] == m["status"] == ("ok" if kind is None else "failed")
+    if needle:
+        assert needle in on_disk["error"]
+
+
+def test_finished_trial_is_restored_not_evaluated_again(tmp_path):
+    arch = _arch_of_kind(None)
+    first = run_trial_job(CONFIG, arch, _key(arch), tmp_path)
+    log_mtime = (tmp_path / "log.txt").stat().st_mtime_ns  # rewritten by every evaluation
+    (tmp_path / "metrics.json").unlink()  # what Snakemake does before rerunning an incomplete job
+    time.sleep(0.01)
+    again = run_trial_job(CONFIG, arch, _key(arch), tmp_path)
+    assert again == first
+    assert (tmp_path / "log.txt").stat().st_mtime_ns == log_mtime
+    assert json.loads((tmp_path / "metrics.json").read_text()) == first
+
+
+def test_record_of_another_key_is_not_restored(tmp_path):
+    arch = _arch_of_kind(None)
+    (tmp_path / RECORD).write_text(json.dumps({"key": "0" * 16, "arch": arch, "metrics": {"status": "ok"}}))
+    m = run_trial_job(CONFIG, arch, _key(arch), tmp_path)
+    assert "accuracy" in m and json.loads((tmp_path / RECORD).read_text())["key"] == _key(arch)
+
+
+def test_wrong_key_is_refused(tmp_path):
+    arch = _arch_of_kind(None)
+    with pytest.raises(ValueError, match="does not match"):
+        run_trial_job(CONFIG, arch, "f" * 16, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_time_limit_raises_and_clears_the_alarm():
+    with pytest.raises(TrialTimeout):
+        with time_limit(0.2):
+            time.sleep(2)
+    with time_limit(None):
+        time.sleep(0.01)
+    time.sleep(0.3)  # no stray alarm after the block
