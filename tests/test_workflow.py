@@ -49,8 +49,18 @@ def tables(results: Path) -> dict[str, pd.DataFrame]:
     return {str(p.relative_to(search)): pd.read_parquet(p) for p in sorted(search.glob("r*/l*/buckets.parquet"))}
 
 
-def trial_mtimes(results: Path) -> dict[str, int]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in (results / "trials").glob("*/metrics.json")}
+def evaluated_at(results: Path) -> dict[str, float]:
+    """When each finished trial was evaluated (``finished_at`` in its metrics.json): unchanged
+    when a rerun restores metrics.json from finished.json instead of evaluating again."""
+    import json
+
+    out = {}
+    for p in (results / "trials").glob("*/metrics.json"):
+        try:
+            out[p.parent.name] = json.loads(p.read_text())["finished_at"]
+        except FileNotFoundError:  # removed by a rerun between glob and read
+            pass
+    return out
 
 
 def assert_same_tables(a: dict, b: dict, ignore_key: bool = False) -> None:
@@ -84,7 +94,7 @@ def test_full_run_matches_in_process_driver(reference):
     pd.testing.assert_frame_equal(hist.drop(columns="key"), engine.history_frame().drop(columns="key"))
     summary = pd.read_json(reference / "search" / "summary.json", typ="series")
     assert summary["best"]["arch"] == engine.best()["arch"]
-    assert summary["trials"] == engine.trials == len(trial_mtimes(reference))
+    assert summary["trials"] == engine.trials == len(evaluated_at(reference))
     for name in ("best_vs_trials.png", "accuracy_vs_cost.png", "final_models.csv"):
         assert (reference / "report" / name).stat().st_size > 0
 
@@ -112,7 +122,7 @@ def _interrupt_and_resume(tmp_path, sig: int, reference: Path) -> None:
     cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while len(trial_mtimes(wd / "results")) < 5 if (wd / "results" / "trials").exists() else True:
+    while len(evaluated_at(wd / "results")) < 5 if (wd / "results" / "trials").exists() else True:
         if time.time() > deadline or proc.poll() is not None:
             break
         time.sleep(0.2)
@@ -122,12 +132,12 @@ def _interrupt_and_resume(tmp_path, sig: int, reference: Path) -> None:
     else:
         os.kill(proc.pid, sig)
     proc.wait(timeout=120)
-    before = trial_mtimes(wd / "results")
+    before = evaluated_at(wd / "results")
     assert 0 < len(before) < 19, "the interrupt should land mid-search"
     if sig == signal.SIGKILL:
         snakemake(wd, "--config", SLOW_ORACLE, "--unlock")
     snakemake(wd, "--config", SLOW_ORACLE, "--rerun-incomplete")
-    after = trial_mtimes(wd / "results")
+    after = evaluated_at(wd / "results")
     assert {k: after[k] for k in before} == before, "a finished trial was re-run"
     assert len(after) == 19
     assert_same_tables(tables(wd / "results"), tables(reference), ignore_key=True)
@@ -147,15 +157,15 @@ def test_resume_after_sigkill_reruns_no_finished_trial(tmp_path, reference):
 def test_second_search_with_other_buckets_reuses_shared_trials(tmp_path, reference):
     wd = tmp_path / "run"
     snakemake(wd)
-    before = trial_mtimes(wd / "results")
+    before = evaluated_at(wd / "results")
     snakemake(wd, overrides={"search": {"buckets": 3}})
-    after = trial_mtimes(wd / "results")
+    after = evaluated_at(wd / "results")
     assert {k: after[k] for k in before} == before
     summary = pd.read_json(wd / "results" / "search" / "summary.json", typ="series")
     assert summary["buckets"] == 3
     # changing a setting of a later stage only (final.top_n) re-runs the summary, no trial
     snakemake(wd, overrides={"final": {"activate": False, "top_n": 1}})
-    assert trial_mtimes(wd / "results") == after
+    assert evaluated_at(wd / "results") == after
 
 
 @pytest.mark.parametrize(
@@ -207,7 +217,7 @@ def test_training_run_ends_with_final_models_and_transfer_table(tmp_path):
     snakemake(wd, base=str(base), timeout=900)
     res = wd / "results"
     summary = pd.read_json(res / "search" / "summary.json", typ="series")
-    assert summary["trials"] == 6 and len(trial_mtimes(res)) == 6
+    assert summary["trials"] == 6 and len(evaluated_at(res)) == 6
     (final_path,) = res.glob("final/*/metrics.json")
     key = final_path.parent.name
     assert pd.read_json(final_path, typ="series")["status"] == "ok" and (final_path.parent / "model.pt").is_file()
@@ -267,12 +277,12 @@ def test_ten_sigkills_at_random_moments_change_nothing(tmp_path, reference):
         if done:
             break
         kills += 1
-        for k, t in trial_mtimes(wd / "results").items():
+        for k, t in evaluated_at(wd / "results").items():
             assert finished.setdefault(k, t) == t, f"finished trial {k} was evaluated again"
         snakemake(wd, "--config", SLOW_ORACLE, "--unlock")
     assert kills == 10, f"the search finished after {kills} kills; kill earlier"
     snakemake(wd, "--config", SLOW_ORACLE)
-    after = trial_mtimes(wd / "results")
+    after = evaluated_at(wd / "results")
     assert {k: after[k] for k in finished} == finished, "a finished trial was evaluated again"
     assert len(after) == 19
     assert_same_tables(tables(wd / "results"), tables(reference), ignore_key=True)
@@ -326,16 +336,16 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     assert st["trials"]["failed"] == len(failed)
     assert {e["key"] for e in st["failed_trials"]} <= failed
 
-    before = trial_mtimes(res)
+    before = evaluated_at(res)
     proc = snakemake(wd, base=str(base))
     assert "Nothing to be done" in proc.stdout + proc.stderr
-    assert trial_mtimes(res) == before
+    assert evaluated_at(res) == before
 
     subprocess.run([sys.executable, "-m", "layernas.cli", "retry-failed", str(res)], check=True,
                    capture_output=True)
     assert sorted(p.name.split(".")[0] for p in (res / "failed").iterdir()) == sorted(failed)
     snakemake(wd, "--forcerun", "aggregate", base=str(base), timeout=600)
-    after = trial_mtimes(res)
+    after = evaluated_at(res)
     assert {k: after[k] for k in before if k not in failed} == {k: before[k] for k in before if k not in failed}
     assert all(k in after and after[k] > before[k] for k in failed)
 
@@ -360,4 +370,4 @@ def test_second_snakemake_on_the_same_directory_is_refused(tmp_path):
         assert first.wait(timeout=300) == 0
     finally:
         _kill_group(first)
-    assert len(trial_mtimes(wd / "results")) == 19
+    assert len(evaluated_at(wd / "results")) == 19
