@@ -6,12 +6,14 @@ The cluster is brought up once for this module and always brought down afterward
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -55,16 +57,21 @@ def cluster():
         subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
 
 
-def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool = False):
-    """`snakemake --profile slurm` typed at the project root, with a CI override file."""
+def ci_args(tmp: Path, overrides: dict) -> list[str]:
+    """Snakemake arguments for the .test search with a CI override file (results in ``tmp``,
+    trials as SLURM jobs)."""
     cfg = {"results": str(tmp / "results"),
            "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500}}}
     for k, v in overrides.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     (tmp / "ci.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), "--profile", "slurm",
-           "--configfile", str(ROOT / ".test" / "config.yaml"), str(tmp / "ci.yaml"),
-           "--slurm-init-seconds-before-status-checks", "2"]
+    return ["--configfile", str(ROOT / ".test" / "config.yaml"), str(tmp / "ci.yaml"),
+            "--slurm-init-seconds-before-status-checks", "2"]
+
+
+def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool = False):
+    """`snakemake --profile slurm` typed at the project root, with a CI override file."""
+    cmd = ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), "--profile", "slurm", *ci_args(tmp, overrides)]
     log = open(tmp / "snakemake.log", "a")
     if background:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -166,6 +173,69 @@ def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
     print(jobs.to_string())
     assert (jobs.state == "TIMEOUT").any(), jobs
     assert "TIMEOUT" in log, log[-3000:]
+
+
+def evaluated_at(results: Path) -> dict[str, float]:
+    out = {}
+    for p in (results / "trials").glob("*/metrics.json"):
+        try:
+            out[p.parent.name] = json.loads(p.read_text())["finished_at"]
+        except (FileNotFoundError, ValueError):  # being replaced right now
+            pass
+    return out
+
+
+def jobs_named(name: str) -> pd.DataFrame:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2020-01-01", "--name", name,
+                          "-o", "JobID,JobName,State,Elapsed"], capture_output=True, text=True, check=True).stdout
+    return pd.DataFrame([line.split("|") for line in out.strip().splitlines() if line],
+                        columns=["jobid", "name", "state", "elapsed"])
+
+
+def test_controller_killed_mid_search_is_resumed_by_its_successor(cluster, tmp_path):
+    """The walltime/preemption recipe with the shipped wrapper: slurm/controller.sbatch runs
+    the controller as a SLURM job and queues its successor; scancel of the controller mid-search
+    (what a walltime kill does: SIGTERM, then SIGKILL) starts the successor, which unlocks and
+    finishes the search. Same tables as an uninterrupted run; no trial finished before the kill
+    is evaluated again; the successor's own successor is cancelled once the search is done."""
+    name = f"layernas-ctl-{uuid.uuid4().hex[:8]}"
+    args = ci_args(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_slow"})
+    env = {**os.environ, "LAYERNAS_RESUBMITS": "3", "LAYERNAS_SNAKEMAKE": str(SNAKEMAKE)}
+    first = subprocess.run(["sbatch", "--parsable", f"--job-name={name}", f"--output={tmp_path}/slurm-controller-%j.log",
+                            str(ROOT / "slurm" / "controller.sbatch"), *args],
+                           cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    results = tmp_path / "results"
+    deadline = time.time() + 300
+    while len(evaluated_at(results)) < 3 and time.time() < deadline:
+        time.sleep(0.5)
+    before = evaluated_at(results)
+    assert len(before) >= 3, f"the controller finished no trials in 300 s:\n{jobs_named(name)}"
+    subprocess.run(["scancel", first], check=True)
+
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        time.sleep(2)
+        queued = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True, text=True).stdout
+        if not queued.strip():
+            break
+    time.sleep(2)  # slurmdbd records the end states a moment later
+    jobs = jobs_named(name)
+    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-controller-*.log")))
+    print(jobs.to_string())
+    print(logs[-3000:])
+    assert jobs.set_index("jobid").loc[first, "state"].startswith("CANCELLED")
+    completed = jobs[jobs.state == "COMPLETED"]
+    assert len(completed) == 1, f"expected one successor to complete the search:\n{jobs}\n{logs[-3000:]}"
+    assert len(jobs) == 2, jobs
+    assert "TERM received" in logs and "Terminating processes on user request" in logs  # trials cancelled
+    # the successor's own successor (pending, never started: sacct does not list it) was cancelled
+    spare = re.search(r"successor (\d+) cancelled \(snakemake ended by itself\)", logs)
+    assert spare and spare.group(1) not in set(jobs.jobid), logs[-3000:]
+    ref, n_trials = reference_tables()
+    assert_tables_equal(tables(results), ref)
+    after = evaluated_at(results)
+    assert len(after) == n_trials
+    assert {k: after[k] for k in before} == before, "a trial finished before the kill was evaluated again"
 
 
 def test_slurm_profile_sets_what_users_edit():
