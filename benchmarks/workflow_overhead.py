@@ -2,10 +2,12 @@
 
 A tabular search (synthetic separable oracle on mobilenet-tiny, budget N trials) runs
 (1) in-process (`layernas.search.run_search`) and (2) through the workflow (`snakemake
---cores C`, one job per trial), then (3) the finished workflow is re-run (nothing to do).
+--cores C`, one job per trial), then (3) the finished workflow is re-run (nothing to do). With --slurm, (4) the same search
+through `snakemake --profile slurm` with every trial a SLURM job (needs a running cluster,
+e.g. ../shared/tools/start_local_slurm.sh up), with sacct's elapsed time per trial job.
 Prints seconds per trial of overhead and writes benchmarks/results/workflow_overhead.json.
 
-Usage: python benchmarks/workflow_overhead.py [--trials 1000] [--cores 2]
+Usage: python benchmarks/workflow_overhead.py [--trials 1000] [--cores 2] [--slurm]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--slurm", action="store_true", help="also run through --profile slurm")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workflow_overhead.json"))
     args = ap.parse_args()
     cfg = {
@@ -59,6 +62,7 @@ def main() -> None:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_resume = time.perf_counter() - t0
         summary = json.loads((Path(tmp) / "results" / "search" / "summary.json").read_text())
+        slurm = run_slurm(cfg, Path(tmp)) if args.slurm else {}
     n = summary["trials"]
     res = {
         "machine": platform.platform(), "cpu_count": os.cpu_count(), "cores": args.cores,
@@ -68,11 +72,38 @@ def main() -> None:
         "ratio_workflow_over_inprocess": round(t_wf / max(t_inproc, 1e-9), 1),
         "seconds_resume_nothing_to_do": round(t_resume, 2),
         "same_best": summary["best"]["arch"] == engine.best()["arch"],
+        **slurm,
     }
     for k, v in res.items():
         print(f"{k:>32}: {v}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
+
+
+def run_slurm(cfg: dict, tmp: Path) -> dict:
+    """The same search with `snakemake --profile slurm` at the project root, trials as jobs."""
+    import re
+
+    cfg = {**cfg, "results": str(tmp / "slurm-results"),
+           "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500}}}
+    path = tmp / "slurm.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--configfile", str(path),
+           "--slurm-init-seconds-before-status-checks", "2"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"slurm run failed:\n{proc.stderr[-3000:]}")
+    run_id = re.search(r"SLURM run ID: (\S+)", proc.stderr + proc.stdout).group(1)
+    time.sleep(3)  # slurmdbd records end times a moment later
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2020-01-01", "--name", run_id, "-o", "ElapsedRaw"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    elapsed = [int(x) for x in out]
+    n = json.loads((tmp / "slurm-results" / "search" / "summary.json").read_text())["trials"]
+    return {"slurm_jobs": len(elapsed), "slurm_trials": n, "seconds_slurm": round(wall, 2),
+            "slurm_seconds_per_trial": round(wall / max(n, 1), 2),
+            "slurm_job_elapsed_mean_s": round(sum(elapsed) / max(len(elapsed), 1), 2)}
 
 
 if __name__ == "__main__":

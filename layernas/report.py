@@ -55,6 +55,22 @@ def transfer_table(paths) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", *TRANSFER_COLUMNS])
 
 
+def failed_table(history: pd.DataFrame, trials_dir: str | Path) -> pd.DataFrame:
+    """One row per failed trial with its recorded error (from its metrics.json), so the report
+    shows what failed and why next to what succeeded; `layernas retry-failed` redoes them."""
+    cols = ["key", "sweep", "layer", "arch", "cost", "error"]
+    failed = history[history["status"] == "failed"].drop_duplicates("key")
+    rows = []
+    for row in failed.itertuples(index=False):
+        try:
+            error = json.loads((Path(trials_dir) / row.key / "metrics.json").read_text()).get("error")
+        except (OSError, ValueError) as exc:
+            error = f"metrics.json unreadable: {exc}"
+        rows.append({"key": row.key, "sweep": row.sweep, "layer": row.layer, "arch": row.arch,
+                     "cost": row.cost, "error": error})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def write_report_figures(summary, history, tables, final, out, space_name, transfer=()) -> None:
     import matplotlib
 
@@ -122,3 +138,5 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
     final_df.to_csv(out["final"], index=False)
     if "transfer" in out:
         transfer_table(transfer).to_csv(out["transfer"], index=False)
+    if "failed" in out:
+        failed_table(hist, Path(history).parents[1] / "trials").to_csv(out["failed"], index=False)

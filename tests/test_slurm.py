@@ -57,10 +57,14 @@ def cluster():
         subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
 
 
+# The .test search with H = 2, K = 1: 10 trials instead of 19 (a SLURM job costs ~6 s here).
+SEARCH = {"buckets": 2, "replicas": 1, "per_sweep": 2, "budget": None}
+
+
 def ci_args(tmp: Path, overrides: dict) -> list[str]:
     """Snakemake arguments for the .test search with a CI override file (results in ``tmp``,
     trials as SLURM jobs)."""
-    cfg = {"results": str(tmp / "results"),
+    cfg = {"results": str(tmp / "results"), "search": SEARCH,
            "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500}}}
     for k, v in overrides.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
@@ -69,9 +73,10 @@ def ci_args(tmp: Path, overrides: dict) -> list[str]:
             "--slurm-init-seconds-before-status-checks", "2"]
 
 
-def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool = False):
+def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool = False, extra=()):
     """`snakemake --profile slurm` typed at the project root, with a CI override file."""
-    cmd = ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), "--profile", "slurm", *ci_args(tmp, overrides)]
+    cmd = ["timeout", "-k", "15", str(timeout), str(SNAKEMAKE), "--profile", "slurm", *ci_args(tmp, overrides),
+           *extra]
     log = open(tmp / "snakemake.log", "a")
     if background:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -99,7 +104,8 @@ def sacct_jobs(log_path: Path) -> pd.DataFrame:
 
 def reference_tables():
     engine = run_search(load_space("appendix-i"), lambda b: [appendix_i(a) for a in b],
-                        SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2))
+                        SearchConfig(target_min=8, target_max=9, buckets=SEARCH["buckets"],
+                                     replicas=SEARCH["replicas"], per_sweep=SEARCH["per_sweep"]))
     return {f"r{r}/l{l}": t.drop(columns="key") for (r, l), t in engine.tables.items()}, engine.trials
 
 
@@ -164,9 +170,10 @@ def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
 
 
 def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
+    # --retries 0: the profile's retry would wait out the 1-minute limit a second time
     proc = run_profile(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_stuck",
                                   "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500}}},
-                       timeout=400)
+                       timeout=400, extra=["--retries", "0"])
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode != 0
     jobs = sacct_jobs(tmp_path / "snakemake.log")
@@ -244,3 +251,4 @@ def test_slurm_profile_sets_what_users_edit():
     assert prof["rerun-incomplete"] is True
     assert "slurm_partition" in prof["default-resources"]
     assert prof["default-resources"]["cpus_per_task"] == "threads"
+    assert prof["slurm-delete-logfiles-older-than"] == 0  # the plugin's sweep deletes queued jobs' log dirs

@@ -207,14 +207,22 @@ def mtimes(results: Path, pattern: str) -> dict[str, int]:
     return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in results.glob(pattern)}
 
 
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One uninterrupted real-training run (config file, workdir), shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("training")
+    base = tmp / "train.yaml"
+    base.write_text(yaml.safe_dump(TRAIN_CONFIG))
+    wd = tmp / "run"
+    snakemake(wd, base=str(base), timeout=900)
+    return base, wd
+
+
 @pytest.mark.slow
-def test_training_run_ends_with_final_models_and_transfer_table(tmp_path):
+def test_training_run_ends_with_final_models_and_transfer_table(training_run):
     """Real training end to end (digits): trials, final retraining, detection transfer, report;
     then a transfer-only change re-runs the transfer stage and nothing before it."""
-    base = tmp_path / "train.yaml"
-    base.write_text(yaml.safe_dump(TRAIN_CONFIG))
-    wd = tmp_path / "run"
-    snakemake(wd, base=str(base), timeout=900)
+    base, wd = training_run
     res = wd / "results"
     summary = pd.read_json(res / "search" / "summary.json", typ="series")
     assert summary["trials"] == 6 and len(evaluated_at(res)) == 6
@@ -288,6 +296,43 @@ def test_ten_sigkills_at_random_moments_change_nothing(tmp_path, reference):
     assert_same_tables(tables(wd / "results"), tables(reference), ignore_key=True)
 
 
+@pytest.mark.slow
+def test_sigkills_during_real_training_change_nothing(tmp_path, training_run):
+    """The kill-anywhere test with real training (digits): SIGKILL mid-training at 3 seeded
+    moments, resume with the documented command; same bucket tables, keys and best model as the
+    uninterrupted run, and no trial that had finished is trained again."""
+    import random
+
+    rng = random.Random(3)
+    cfg = {**TRAIN_CONFIG, "final": {"activate": False}, "transfer": {"activate": False}}
+    base = tmp_path / "train.yaml"
+    base.write_text(yaml.safe_dump(cfg))
+    wd = tmp_path / "run"
+    wd.mkdir()
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", str(base)]
+    finished: dict[str, float] = {}
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(4.0, 12.0))
+        done = proc.poll() is not None
+        _kill_group(proc)
+        if done:
+            break
+        kills += 1
+        for k, t in evaluated_at(wd / "results").items():
+            assert finished.setdefault(k, t) == t, f"finished trial {k} was trained again"
+        snakemake(wd, "--unlock", base=str(base))
+    assert kills == 3, f"the search finished after {kills} kills; kill earlier"
+    snakemake(wd, base=str(base), timeout=900)
+    after = evaluated_at(wd / "results")
+    assert {k: after[k] for k in finished} == finished, "a finished trial was trained again"
+    ref = training_run[1] / "results"
+    assert_same_tables(tables(wd / "results"), tables(ref))
+    best = [pd.read_json(r / "search" / "summary.json", typ="series")["best"] for r in (wd / "results", ref)]
+    assert best[0] == best[1]
+
+
 FLAKY = {
     "space": "mobilenet-tiny",
     "evaluator": "tabular",
@@ -330,6 +375,10 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     summary = json.loads((res / "search" / "summary.json").read_text())
     assert summary["failed"] == len(failed) and summary["trials"] == len(records)
 
+    report = pd.read_csv(res / "report" / "failed_trials.csv")
+    assert set(report["key"]) == failed
+    assert all(expected_error[kinds[k]] in e for k, e in zip(report["key"], report["error"]))
+
     status = subprocess.run([sys.executable, "-m", "layernas.cli", "status", str(res), "--json"],
                             capture_output=True, text=True, check=True)
     st = json.loads(status.stdout)
@@ -351,23 +400,35 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_snakemake_on_the_same_directory_is_refused(tmp_path):
+def test_second_snakemake_on_the_same_directory_is_refused(tmp_path, reference):
     """Snakemake's lock: a second run on a directory a run is using stops with LockException and
-    the message tells what to do; the first run is not disturbed."""
+    the message tells what to do; the first run is not disturbed. A search in another directory
+    at the same time runs and both end with the tables of an undisturbed run."""
     wd = tmp_path / "run"
     wd.mkdir()
     cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    second_search = None
     try:
         deadline = time.time() + 60
         while not list((wd / ".snakemake" / "locks").glob("*")) and time.time() < deadline:
             time.sleep(0.2)
+        second_search = subprocess.Popen([*SNAKEMAKE, "-d", str(other), "--configfile", TEST_CONFIG, "--config",
+                                          SLOW_ORACLE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
         second = snakemake(wd, "--config", SLOW_ORACLE, check=False, timeout=120)
         assert second.returncode != 0
         err = second.stdout + second.stderr
         assert "LockException" in err or "cannot be locked" in err.lower(), err[-2000:]
         assert "--unlock" in err
         assert first.wait(timeout=300) == 0
+        assert second_search.wait(timeout=300) == 0
     finally:
         _kill_group(first)
+        if second_search is not None:
+            _kill_group(second_search)
     assert len(evaluated_at(wd / "results")) == 19
+    for d in (wd, other):
+        assert_same_tables(tables(d / "results"), tables(reference), ignore_key=True)

@@ -19,6 +19,7 @@ rule report_plots:
         ),
         final=report(f"{R}/report/final_models.csv", caption="../report/final_models.rst", category="Final models"),
         transfer=report(f"{R}/report/transfer.csv", caption="../report/transfer.rst", category="Detection transfer"),
+        failed=report(f"{R}/report/failed_trials.csv", caption="../report/failed_trials.rst", category="Search"),
         done=touch(f"{R}/report/.done"),
     log:
         f"{R}/logs/report_plots.log",
