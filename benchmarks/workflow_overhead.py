@@ -71,7 +71,7 @@ def main() -> None:
         "overhead_per_trial_s": round((t_wf - t_inproc) / max(n, 1), 3),
         "ratio_workflow_over_inprocess": round(t_wf / max(t_inproc, 1e-9), 1),
         "seconds_resume_nothing_to_do": round(t_resume, 2),
-        "same_best": summary["best"]["arch"] == engine.best()["arch"],
+        "same_best": (summary["best"] or {}).get("arch") == (engine.best() or {}).get("arch"),
         **slurm,
     }
     for k, v in res.items():
