@@ -83,6 +83,12 @@ def run_profile(tmp: Path, overrides: dict, timeout: int = 600, background: bool
     return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
+def show(capsys, title: str, text: str) -> None:
+    """Straight to the terminal, passed or failed: the CI log shows SLURM job ids and states."""
+    with capsys.disabled():
+        print(f"\n--- {title}\n{text}")
+
+
 def run_ids(log: str) -> set[str]:
     """The SLURM plugin names every job of one snakemake run after its run ID, which it logs."""
     return set(re.findall(r"SLURM run ID: (\S+)", log))
@@ -120,7 +126,7 @@ def assert_tables_equal(a: dict, b: dict) -> None:
         pd.testing.assert_frame_equal(a[k], b[k], obj=k)
 
 
-def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path):
+def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path, capsys):
     proc = run_profile(tmp_path, {})
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode == 0, log[-3000:]
@@ -128,7 +134,7 @@ def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_pa
     assert_tables_equal(tables(tmp_path / "results"), ref)
     time.sleep(2)
     jobs = sacct_jobs(tmp_path / "snakemake.log")
-    print(jobs.to_string())  # the CI log shows job ids and states
+    show(capsys, "sacct: this run's trial jobs", jobs.to_string())
     done = jobs[jobs.state == "COMPLETED"]
     assert len(done) == n_trials, f"expected {n_trials} trial jobs, sacct shows:\n{jobs}"
     for jid in done.jobid:
@@ -199,7 +205,7 @@ def jobs_named(name: str) -> pd.DataFrame:
                         columns=["jobid", "name", "state", "elapsed"])
 
 
-def test_controller_killed_mid_search_is_resumed_by_its_successor(cluster, tmp_path):
+def test_controller_killed_mid_search_is_resumed_by_its_successor(cluster, tmp_path, capsys):
     """The walltime/preemption recipe with the shipped wrapper: slurm/controller.sbatch runs
     the controller as a SLURM job and queues its successor; scancel of the controller mid-search
     (what a walltime kill does: SIGTERM, then SIGKILL) starts the successor, which unlocks and
@@ -228,7 +234,7 @@ def test_controller_killed_mid_search_is_resumed_by_its_successor(cluster, tmp_p
     time.sleep(2)  # slurmdbd records the end states a moment later
     jobs = jobs_named(name)
     logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-controller-*.log")))
-    print(jobs.to_string())
+    show(capsys, "sacct: controller jobs", jobs.to_string())
     print(logs[-3000:])
     assert jobs.set_index("jobid").loc[first, "state"].startswith("CANCELLED")
     completed = jobs[jobs.state == "COMPLETED"]
