@@ -107,6 +107,7 @@ def run_trial(space, arch, train_cfg: dict | None, seed: int, out_dir: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     from layernas.space import format_arch, parse_arch
     from layernas.train import TrainConfig
+    from layernas.trialjob import train_hash  # here: trialjob imports this module
 
     arch_str = arch if isinstance(arch, str) else format_arch(arch)
     cfg_raw = dict(train_cfg or {})
@@ -117,7 +118,7 @@ def run_trial(space, arch, train_cfg: dict | None, seed: int, out_dir: str | Pat
         lines.append(f"[{time.time() - t0:8.2f}s] {msg}")
 
     trial = {"space": space.name, "space_id": space.space_id, "arch": arch_str, "seed": int(seed),
-             "train": cfg_raw, "train_hash": config_hash({"evaluator": "train", "train": cfg_raw})}
+             "train": cfg_raw, "train_hash": train_hash({"evaluator": "train", "train": cfg_raw})}
     atomic_write_json(out_dir / "trial.json", trial)
     metrics: dict[str, Any] = {"arch": arch_str, "seed": int(seed)}
     try:

@@ -10,7 +10,8 @@ def cmd_trial(args) -> int:
     import yaml
 
     from layernas.space import load_space, parse_arch
-    from layernas.store import config_hash, run_trial, trial_key
+    from layernas.store import run_trial, trial_key
+    from layernas.trialjob import train_hash
 
     space = load_space(args.space)
     arch = parse_arch(args.arch, space)
@@ -22,7 +23,7 @@ def cmd_trial(args) -> int:
     from layernas.train import TrainConfig
 
     TrainConfig.from_dict(raw)
-    key = trial_key(space.space_id, format_arch(arch), config_hash({"evaluator": "train", "train": raw}), args.seed)
+    key = trial_key(space.space_id, format_arch(arch), train_hash({"evaluator": "train", "train": raw}), args.seed)
     out = Path(args.out) / key if args.out_is_root else Path(args.out)
     m = run_trial(space, format_arch(arch), raw, args.seed, out)
     m["key"] = key

@@ -79,3 +79,29 @@ def test_time_limit_raises_and_clears_the_alarm():
     with time_limit(None):
         time.sleep(0.01)
     time.sleep(0.3)  # no stray alarm after the block
+
+
+def test_cli_and_trial_record_use_the_workflow_train_hash(tmp_path, capsys):
+    """`layernas trial --out-is-root results/trials` must land on the key the workflow uses, and
+    trial.json must record the hash the key was made from: one train_hash for all three (fields
+    that do not change results, like threads, left out; the trainer version in)."""
+    from layernas.cli import main as cli
+    from layernas.store import run_trial
+
+    train = {"dataset": "digits", "epochs": 1, "batch_size": 64, "max_train_samples": 200, "threads": 1}
+    workflow_hash = train_hash({"evaluator": "train", "train": train})
+    assert workflow_hash == train_hash({"evaluator": "train", "train": {k: v for k, v in train.items()
+                                                                        if k != "threads"}})
+    space = load_space("mobilenet-tiny")
+    # an arch the space does not have fails at once, after trial.json is written
+    run_trial(space, "99-0-0-0-0-0-0", train, 0, tmp_path / "bad")
+    assert json.loads((tmp_path / "bad" / "trial.json").read_text())["train_hash"] == workflow_hash
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(json.dumps({"train": train}))
+    rc = cli(["trial", "--space", "mobilenet-tiny", "--arch", "min", "--train-config", str(cfg),
+              "--out", str(tmp_path / "trials"), "--out-is-root", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["status"] == "ok"
+    assert out["key"] == trial_key(space.space_id, out["arch"], workflow_hash, 0)
+    assert (tmp_path / "trials" / out["key"] / "metrics.json").is_file()
