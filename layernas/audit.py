@@ -783,11 +783,8 @@ def retry_failed(results_dir: str | Path, dry_run: bool = False) -> dict[str, An
         raise ValueError(f"{results} has no trials/ directory (is it a results directory?)")
     moved = []
     for d in sorted(p for p in trials.iterdir() if p.is_dir()):
-        try:
-            m = json.loads((d / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue  # partial or corrupted: `layernas audit --fix` handles those
-        if not isinstance(m, dict) or m.get("status") == "ok":
+        m, _ = _read_json(d / "metrics.json")
+        if not isinstance(m, dict) or m.get("status") == "ok":  # partial/corrupted: audit --fix
             continue
         n = 0
         while (results / "failed" / f"{d.name}.{n}").exists():

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layernas.store import read_metrics
+
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
     """Indices of models no other model beats on both cost (lower) and accuracy (higher)."""
@@ -63,7 +65,7 @@ def failed_table(history: pd.DataFrame, trials_dir: str | Path) -> pd.DataFrame:
     rows = []
     for row in failed.itertuples(index=False):
         try:
-            error = json.loads((Path(trials_dir) / row.key / "metrics.json").read_text()).get("error")
+            error = read_metrics(Path(trials_dir) / row.key).get("error")
         except (OSError, ValueError) as exc:
             error = f"metrics.json unreadable: {exc}"
         rows.append({"key": row.key, "sweep": row.sweep, "layer": row.layer, "arch": row.arch,

@@ -160,7 +160,8 @@ def run_trial(space, arch, train_cfg: dict | None, seed: int, out_dir: str | Pat
         kind = "out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
         metrics.update(status="failed", accuracy=None, error=f"{kind}: {exc}")
         log("FAILED\n" + traceback.format_exc())
-    metrics.update(wall_seconds=time.time() - t0, finished_at=time.time(), versions=_versions())
+    now = time.time()
+    metrics.update(wall_seconds=now - t0, finished_at=now, versions=_versions())
     metrics.setdefault("device", "unknown")
     atomic_write_text(out_dir / "log.txt", "\n".join(lines) + "\n")
     atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means finished

@@ -119,8 +119,8 @@ def evaluate_tabular(config: dict, space, arch: str, key: str, out_dir: str | Pa
         metrics = {"status": "ok", "accuracy": float(acc), "error": None}
     except Exception as exc:
         metrics = {"status": "failed", "accuracy": None, "error": f"{type(exc).__name__}: {exc}"}
-    metrics.update({"key": key, "arch": arch, "wall_seconds": time.time() - t0, "finished_at": time.time(),
-                    "device": "none",
+    now = time.time()
+    metrics.update({"key": key, "arch": arch, "wall_seconds": now - t0, "finished_at": now, "device": "none",
                     "versions": {"layernas": __version__}})
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "trial.json", trial)

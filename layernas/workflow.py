@@ -243,7 +243,7 @@ def validate_transfer(config: dict) -> None:
     # The stage transfers the final models; a run without them (evaluator tabular, or
     # final.activate false) has nothing to transfer, and the embedded config.yaml that every
     # run inherits turns transfer on, so that is not an error.
-    if not (config.get("transfer") or {}).get("activate") or not transfer_runs(config):
+    if not transfer_runs(config):
         return
     from layernas.detdata import GenConfig, split_paths
     from layernas.transfer import TransferConfig

@@ -6,7 +6,6 @@ The cluster is brought up once for this module and always brought down afterward
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from trial_records import evaluated_at
 
 from layernas.examples.toy import appendix_i
 from layernas.search import SearchConfig, run_search
@@ -186,16 +186,6 @@ def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
     print(jobs.to_string())
     assert (jobs.state == "TIMEOUT").any(), jobs
     assert "TIMEOUT" in log, log[-3000:]
-
-
-def evaluated_at(results: Path) -> dict[str, float]:
-    out = {}
-    for p in (results / "trials").glob("*/metrics.json"):
-        try:
-            out[p.parent.name] = json.loads(p.read_text())["finished_at"]
-        except (FileNotFoundError, ValueError):  # being replaced right now
-            pass
-    return out
 
 
 def jobs_named(name: str) -> pd.DataFrame:

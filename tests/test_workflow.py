@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from trial_records import evaluated_at
 
 from layernas.examples.toy import appendix_i
 from layernas.search import SearchConfig, run_search
@@ -47,20 +48,6 @@ def snakemake(
 def tables(results: Path) -> dict[str, pd.DataFrame]:
     search = results / "search"
     return {str(p.relative_to(search)): pd.read_parquet(p) for p in sorted(search.glob("r*/l*/buckets.parquet"))}
-
-
-def evaluated_at(results: Path) -> dict[str, float]:
-    """When each finished trial was evaluated (``finished_at`` in its metrics.json): unchanged
-    when a rerun restores metrics.json from finished.json instead of evaluating again."""
-    import json
-
-    out = {}
-    for p in (results / "trials").glob("*/metrics.json"):
-        try:
-            out[p.parent.name] = json.loads(p.read_text())["finished_at"]
-        except FileNotFoundError:  # removed by a rerun between glob and read
-            pass
-    return out
 
 
 def assert_same_tables(a: dict, b: dict, ignore_key: bool = False) -> None:
