@@ -29,7 +29,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check layernas tests benchmarks
 	$(BIN)/snakemake --lint --configfile .test/config.yaml -d $$(mktemp -d)
-	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 test-quick: setup

@@ -126,22 +126,12 @@ def assert_tables_equal(a: dict, b: dict) -> None:
         pd.testing.assert_frame_equal(a[k], b[k], obj=k)
 
 
-def test_every_trial_runs_as_a_slurm_job_and_matches_a_local_run(cluster, tmp_path, capsys):
-    proc = run_profile(tmp_path, {})
-    log = (tmp_path / "snakemake.log").read_text()
-    assert proc.returncode == 0, log[-3000:]
-    ref, n_trials = reference_tables()
-    assert_tables_equal(tables(tmp_path / "results"), ref)
-    time.sleep(2)
-    jobs = sacct_jobs(tmp_path / "snakemake.log")
-    show(capsys, "sacct: this run's trial jobs", jobs.to_string())
-    done = jobs[jobs.state == "COMPLETED"]
-    assert len(done) == n_trials, f"expected {n_trials} trial jobs, sacct shows:\n{jobs}"
-    for jid in done.jobid:
-        assert f"SLURM jobid {jid} " in log, f"job {jid} not in the snakemake log"
-
-
-def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path):
+def test_every_trial_runs_as_a_slurm_job_and_a_cancelled_one_is_resubmitted(cluster, tmp_path, capsys):
+    """One trial job is scancel'ed while running: sacct and the snakemake log name it, the
+    profile's `retries: 1` resubmits it and the run finishes with the local run's tables, every
+    trial completed as exactly one SLURM job; the same command again has nothing to do.
+    (One test, not two: each SLURM run here costs ~1.5 min, mostly the plugin's status polling.
+    The resume of a failed SLURM run is the controller test below.)"""
     slow = {"oracle": "layernas.examples.toy:appendix_i_slow"}
     proc = run_profile(tmp_path, slow, background=True)
     cancelled = None
@@ -154,17 +144,28 @@ def test_cancelled_trial_job_is_recorded_and_resume_completes(cluster, tmp_path)
             break
         time.sleep(0.5)
     assert cancelled, "no running trial job to cancel"
-    proc.wait(timeout=600)
-    jobs = sacct_jobs(tmp_path / "snakemake.log")
-    print(jobs.to_string())
-    assert jobs.set_index("jobid").loc[cancelled, "state"].startswith("CANCELLED")
+    rc = proc.wait(timeout=600)
     log = (tmp_path / "snakemake.log").read_text()
-    assert cancelled in log  # the failure names the SLURM job
-    # resume: the same command again completes the search with the same tables
-    proc2 = run_profile(tmp_path, slow)
-    assert proc2.returncode == 0, (tmp_path / "snakemake.log").read_text()[-3000:]
-    ref, _ = reference_tables()
+    assert rc == 0, log[-3000:]
+    assert f"SLURM-job '{cancelled}' failed" in log, log[-3000:]  # the failure names the job
+    ref, n_trials = reference_tables()
     assert_tables_equal(tables(tmp_path / "results"), ref)
+    first = evaluated_at(tmp_path / "results")
+    assert len(first) == n_trials
+
+    proc2 = run_profile(tmp_path, slow)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert proc2.returncode == 0 and "Nothing to be done" in log, log[-3000:]
+    assert evaluated_at(tmp_path / "results") == first
+
+    time.sleep(2)
+    jobs = sacct_jobs(tmp_path / "snakemake.log")
+    show(capsys, "sacct: this test's trial jobs (both runs)", jobs.to_string())
+    assert jobs.set_index("jobid").loc[cancelled, "state"].startswith("CANCELLED")
+    done = jobs[jobs.state == "COMPLETED"]
+    assert len(done) == n_trials, f"expected {n_trials} completed trial jobs, sacct shows:\n{jobs}"
+    for jid in done.jobid:
+        assert f"SLURM jobid {jid} " in log, f"job {jid} not in the snakemake log"
 
 
 def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
