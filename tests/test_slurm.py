@@ -249,3 +249,12 @@ def test_slurm_profile_sets_what_users_edit():
     assert "slurm_partition" in prof["default-resources"]
     assert prof["default-resources"]["cpus_per_task"] == "threads"
     assert prof["slurm-delete-logfiles-older-than"] == 0  # the plugin's sweep deletes queued jobs' log dirs
+
+
+def test_default_workflow_profile_does_not_override_the_slurm_profile():
+    """`snakemake --profile slurm` also loads profiles/default, whose keys win over the named
+    profile's: every key both set must agree, or the local value silently replaces SLURM's."""
+    slurm = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    local = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert {k: local[k] for k in local if k in slurm} == {k: slurm[k] for k in local if k in slurm}
+    assert "latency-wait" not in local

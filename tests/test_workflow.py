@@ -103,6 +103,16 @@ def test_nothing_to_do_on_rerun(reference):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_the_documented_command_loads_the_default_profile(tmp_path):
+    """`snakemake --cores all` at the project root must pick up profiles/default (greedy,
+    rerun-incomplete, no code trigger): the resume recipes depend on it. Snakemake looks for
+    profiles/default beside the cwd and the Snakefile only; under workflow/ it was ignored."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-d", str(tmp_path / "run"),
+                           "--configfile", TEST_CONFIG], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "workflow specific profile profiles/default" in proc.stderr
+
+
 def _interrupt_and_resume(tmp_path, sig: int, reference: Path) -> None:
     wd = tmp_path / "run"
     wd.mkdir()
@@ -287,7 +297,8 @@ def kill_and_resume(wd: Path, config: list[str], kills: int, delay: tuple[float,
         subprocess.run([*cmd, "--unlock"], capture_output=True, check=True, timeout=120)
     assert done == kills, f"the search finished after {done} kills; kill earlier"
     assert finished, "no trial had finished at any kill: the test would prove nothing"
-    subprocess.run(cmd, capture_output=True, check=True, timeout=timeout)
+    last = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert last.returncode == 0, f"the resumed run failed:\n{last.stderr[-4000:]}"
     after = evaluated_at(results)
     assert {k: after[k] for k in finished} == finished, "a finished trial was evaluated again"
     return results
