@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import real_slurm_conf
 from trial_records import evaluated_at
 
 from layernas.examples.toy import appendix_i
@@ -43,6 +44,7 @@ def _why_no_slurm() -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster():
+    real_slurm_conf()
     why = _why_no_slurm()
     if why:
         pytest.skip(f"SLURM tests skipped: {why}")
