@@ -25,6 +25,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# H = 50: the search then spends a 1,000-trial budget (with H = 20 it runs out of candidates at 636).
+BUCKETS = 50
 
 
 def main() -> None:
@@ -37,7 +39,7 @@ def main() -> None:
     cfg = {
         "space": "mobilenet-tiny", "evaluator": "tabular", "oracle": "layernas.examples.toy:separable",
         "target": {"min": 3.0e6, "max": 3.3e6},
-        "search": {"buckets": 20, "replicas": 2, "per_sweep": 3, "budget": args.trials},
+        "search": {"buckets": BUCKETS, "replicas": 2, "per_sweep": 3, "budget": args.trials},
         "final": {"activate": False}, "report": {"activate": False},
     }
     from layernas.examples.toy import separable
@@ -47,7 +49,7 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = run_search(
         load_space(cfg["space"]), lambda b: [separable(a) for a in b],
-        SearchConfig(target_min=3.0e6, target_max=3.3e6, buckets=20, replicas=2, per_sweep=3, budget=args.trials),
+        SearchConfig(target_min=3.0e6, target_max=3.3e6, buckets=BUCKETS, replicas=2, per_sweep=3, budget=args.trials),
     )
     t_inproc = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:

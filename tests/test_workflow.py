@@ -426,3 +426,16 @@ def test_second_snakemake_on_the_same_directory_is_refused(tmp_path, reference):
     assert len(evaluated_at(wd / "results")) == 19
     for d in (wd, other):
         assert_same_tables(tables(d / "results"), tables(reference), ignore_key=True)
+
+
+def test_arch_for_key_finds_every_child_and_refuses_unknown_keys(reference):
+    """The trial rule's params come from this lookup (memoised per table): each key of every
+    children table maps to its arch, and a key of no table is an error naming it."""
+    from layernas.workflow import arch_for_key
+
+    kids = pd.concat([pd.read_parquet(p) for p in sorted((reference / "search").glob("r*/l*/children.parquet"))])
+    assert len(kids)
+    for key, arch in zip(kids["key"], kids["arch"]):
+        assert arch_for_key(reference, key) == arch
+    with pytest.raises(KeyError, match="0123456789abcdef"):
+        arch_for_key(reference, "0123456789abcdef")
