@@ -117,6 +117,14 @@ def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return xtr, ytr, xte, yte, 10
 
 
+def load_fashion_mnist_arrays(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST images (N, 28, 28) uint8 and labels of ``split`` ('train' or 'test'), for
+    the detection data generator; a DataError when the files are not installed."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    d = _fashion_dir(data_dir)
+    return _read_idx(d / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(d / f"{prefix}-labels-idx1-ubyte.gz")
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     from sklearn.datasets import load_digits
 

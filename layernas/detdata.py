@@ -110,19 +110,23 @@ def resolve_source(source: str) -> str:
     """``auto`` means Fashion-MNIST when it is installed, digits otherwise (as the trials do)."""
     if source != "auto":
         return source
+    from layernas.data import DataError
+
     try:
         _fashion_objects("test")
         return "fashion-mnist"
-    except Exception:  # noqa: BLE001 - any failure to find the package means: not installed
+    except DataError:  # not installed; anything else is a bug and must not pass as "use digits"
         return "digits"
 
 
 def load_objects(source: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(images uint8 (N, h, w), labels 0..9, class names) of one split ('train' or 'test')."""
     if source == "fashion-mnist":
+        from layernas.data import DataError
+
         try:
             images, labels = _fashion_objects(split)
-        except (ImportError, AttributeError, OSError) as exc:
+        except DataError as exc:
             raise ValueError(
                 f"detdata source fashion-mnist is not available ({exc}); install the Debian package "
                 "dataset-fashion-mnist or use source: digits"

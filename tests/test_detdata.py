@@ -136,3 +136,16 @@ def test_fashion_source_when_installed(tmp_path):
     assert meta["resolved_source"] == "fashion-mnist"
     coco = load_coco(split_paths(tmp_path / "f", "val")[0])
     assert coco.loadCats(1)[0]["name"] == "t-shirt"
+
+
+def test_auto_source_is_fashion_mnist_exactly_when_the_trials_find_it():
+    """`auto` must fall back to digits only when Fashion-MNIST is not installed: a broad except
+    once turned a missing function into "not installed", and every default run used digits."""
+    from layernas.data import DataError, check_source
+
+    try:
+        check_source("fashion-mnist", None)
+        installed = True
+    except DataError:
+        installed = False
+    assert resolve_source("auto") == ("fashion-mnist" if installed else "digits")
