@@ -49,7 +49,7 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = run_search(
         load_space(cfg["space"]), lambda b: [separable(a) for a in b],
-        SearchConfig(target_min=3.0e6, target_max=3.3e6, buckets=BUCKETS, replicas=2, per_sweep=3, budget=args.trials),
+        SearchConfig(target_min=cfg["target"]["min"], target_max=cfg["target"]["max"], **cfg["search"]),
     )
     t_inproc = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:

@@ -108,21 +108,19 @@ def check_source(name: str, data_dir: str | None) -> None:
                             f"got {data_dir!r}")
 
 
-def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    d = _fashion_dir(data_dir)
-    xtr = _read_idx(d / "train-images-idx3-ubyte.gz")[:, None]
-    ytr = _read_idx(d / "train-labels-idx1-ubyte.gz")
-    xte = _read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None]
-    yte = _read_idx(d / "t10k-labels-idx1-ubyte.gz")
-    return xtr, ytr, xte, yte, 10
-
-
 def load_fashion_mnist_arrays(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST images (N, 28, 28) uint8 and labels of ``split`` ('train' or 'test'), for
-    the detection data generator; a DataError when the files are not installed."""
+    """Fashion-MNIST images (N, 28, 28) uint8 and labels of ``split`` ('train' or 'test'): the
+    trials and the detection data generator read the package through this; a DataError when
+    the files are not installed."""
     prefix = {"train": "train", "test": "t10k"}[split]
     d = _fashion_dir(data_dir)
     return _read_idx(d / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(d / f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def _fashion(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    xtr, ytr = load_fashion_mnist_arrays("train", data_dir)
+    xte, yte = load_fashion_mnist_arrays("test", data_dir)
+    return xtr[:, None], ytr, xte[:, None], yte, 10
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:

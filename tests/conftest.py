@@ -29,10 +29,9 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    real_slurm_conf()
     probe = os.environ.pop(PROBE_CONF, None)
     if probe:
-        if os.environ.get("SLURM_CONF") == probe:
-            del os.environ["SLURM_CONF"]
         shutil.rmtree(Path(probe).parent, ignore_errors=True)
 
 

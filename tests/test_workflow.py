@@ -38,7 +38,11 @@ def snakemake(
         extra_cfg = workdir.parent / f"{workdir.name}-overrides.yaml"
         extra_cfg.write_text(yaml.safe_dump(overrides))
         files.append(str(extra_cfg))
-    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", *files, *extra]
+    return run_snakemake([*SNAKEMAKE, "-d", str(workdir), "--configfile", *files, *extra], timeout, check)
+
+
+def run_snakemake(cmd: list[str], timeout: int, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a snakemake command line; with ``check``, a failure shows the tail of its stderr."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -297,8 +301,7 @@ def kill_and_resume(wd: Path, config: list[str], kills: int, delay: tuple[float,
         subprocess.run([*cmd, "--unlock"], capture_output=True, check=True, timeout=120)
     assert done == kills, f"the search finished after {done} kills; kill earlier"
     assert finished, "no trial had finished at any kill: the test would prove nothing"
-    last = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert last.returncode == 0, f"the resumed run failed:\n{last.stderr[-4000:]}"
+    run_snakemake(cmd, timeout)
     after = evaluated_at(results)
     assert {k: after[k] for k in finished} == finished, "a finished trial was evaluated again"
     return results
