@@ -1,17 +1,11 @@
 # LayerNAS as a Snakemake workflow: one checkpoint per (sweep, layer), one job per trial,
-# Parquet bucket tables on disk. See README "How the search maps to files".
-from snakemake.utils import min_version, validate
+# Parquet bucket tables on disk. See docs/design.md and docs/workflow.md.
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
-
-
-from layernas.workflow import normalize_config
-
-normalize_config(config)
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"

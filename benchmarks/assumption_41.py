@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.bench import RunSpec, nb201_table, run_one
-from layernas.cost import layer_bounds
-from layernas.nb201 import DATASETS
-from layernas.search import bucket_of
+from layernas.bench.harness import RunSpec, nb201_table, run_one
+from layernas.bench.nb201 import DATASETS
+from layernas.core.cost import layer_bounds
+from layernas.core.search import bucket_of
 
 HS = (10, 30, 100, 300, 1000)
 KS = (1, 2, 3)

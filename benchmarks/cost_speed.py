@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layernas.cost import cost_of
-from layernas.space import list_spaces, load_space
+from layernas.core.cost import cost_of
+from layernas.core.space import list_spaces, load_space
 
 
 def main() -> None:

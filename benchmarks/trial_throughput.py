@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from layernas.data import DataError, load_dataset
-from layernas.models import build_model
-from layernas.space import load_space
-from layernas.train import TrainConfig, pick_device, train_model
+from layernas.core.space import load_space
+from layernas.evaluate.data import DataError, load_dataset
+from layernas.evaluate.models import build_model
+from layernas.evaluate.recipe import TrainConfig
+from layernas.evaluate.train import pick_device, train_model
 
 
 def plain_loop(model, data, steps: int, batch: int, lr: float, device) -> float:

@@ -1,10 +1,11 @@
 """Overhead of the Snakemake driver against the in-process driver, same search, same run.
 
 A tabular search (synthetic separable oracle on mobilenet-tiny, budget N trials) runs
-(1) in-process (`layernas.search.run_search`) and (2) through the workflow (`snakemake
+(1) in-process (`layernas.core.search.run_search`) and (2) through the workflow (`snakemake
 --cores C`, one job per trial), then (3) the finished workflow is re-run (nothing to do). With --slurm, (4) the same search
-through `snakemake --profile slurm` with every trial a SLURM job (needs a running cluster,
-e.g. ../shared/tools/start_local_slurm.sh up), with sacct's elapsed time per trial job.
+through `snakemake --profile slurm` with every trial a SLURM job, with sacct's elapsed time
+per trial job: on the cluster that answers `sinfo`, or else on the local single-node cluster
+that scripts/slurm_cluster.sh starts for the run and stops afterwards (root, Debian).
 Prints seconds per trial of overhead and writes benchmarks/results/workflow_overhead.json.
 
 Usage: python benchmarks/workflow_overhead.py [--trials 1000] [--cores 2] [--slurm]
@@ -13,9 +14,11 @@ Usage: python benchmarks/workflow_overhead.py [--trials 1000] [--cores 2] [--slu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--slurm", action="store_true", help="also run through --profile slurm")
+    ap.add_argument("--slurm", action="store_true",
+                    help="also run through --profile slurm (no cluster answering: starts and stops "
+                         "the local one with scripts/slurm_cluster.sh)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workflow_overhead.json"))
     args = ap.parse_args()
     cfg = {
@@ -42,9 +47,9 @@ def main() -> None:
         "search": {"buckets": BUCKETS, "replicas": 2, "per_sweep": 3, "budget": args.trials},
         "final": {"activate": False}, "report": {"activate": False},
     }
+    from layernas.core.search import SearchConfig, run_search
+    from layernas.core.space import load_space
     from layernas.examples.toy import separable
-    from layernas.search import SearchConfig, run_search
-    from layernas.space import load_space
 
     t0 = time.perf_counter()
     engine = run_search(
@@ -82,8 +87,38 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(res, indent=2))
 
 
+SLURM_SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
+
+
+@contextlib.contextmanager
+def slurm_cluster():
+    """A SLURM cluster for the run: one whose controller already answers is used as it is;
+    otherwise scripts/slurm_cluster.sh starts the local single-node cluster and stops it after."""
+    try:
+        answering = bool(shutil.which("sinfo")) and subprocess.run(["sinfo", "-h"], capture_output=True,
+                                                                      timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        answering = False
+    if answering:
+        yield
+        return
+    up = subprocess.run(["bash", str(SLURM_SCRIPT), "up"], capture_output=True, text=True)
+    if up.returncode:
+        subprocess.run(["bash", str(SLURM_SCRIPT), "down"], capture_output=True)
+        raise SystemExit(f"{SLURM_SCRIPT} up failed:\n{up.stdout[-2000:]}{up.stderr[-2000:]}")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SLURM_SCRIPT), "down"], capture_output=True)
+
+
 def run_slurm(cfg: dict, tmp: Path) -> dict:
     """The same search with `snakemake --profile slurm` at the project root, trials as jobs."""
+    with slurm_cluster():
+        return _run_slurm(cfg, tmp)
+
+
+def _run_slurm(cfg: dict, tmp: Path) -> dict:
     import re
 
     cfg = {**cfg, "results": str(tmp / "slurm-results"),

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from layernas.audit import audit, disk_usage
-from layernas.cli import main
-from layernas.space import load_space
-from layernas.store import trial_key
-from layernas.trialjob import evaluate_tabular, train_hash
+from layernas.cli.main import main
+from layernas.core.space import load_space
+from layernas.evaluate.recipe import train_hash
+from layernas.evaluate.trial import evaluate_tabular
+from layernas.store.audit import audit, disk_usage
+from layernas.store.keys import trial_key
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config.yaml"

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_inputs"
 TEST_CONFIG = str(ROOT / ".test" / "config.yaml")
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "1"]
-LAYERNAS = [sys.executable, "-m", "layernas.cli"]
+LAYERNAS = [sys.executable, "-m", "layernas.cli.main"]
 WORKERS = 3
 # Run after the finished partial-oracle run, in its directory: rejected by the schema check and
 # by the semantic check (common.smk) respectively.

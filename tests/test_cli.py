@@ -11,7 +11,7 @@ import pytest
 
 
 def layernas(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "layernas.cli", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "layernas.cli.main", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr)
     return proc

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from layernas.cost import completion_costs, cost_of, cost_range, layer_bounds, make_divisible
-from layernas.space import load_space
+from layernas.core.cost import completion_costs, cost_of, cost_range, layer_bounds, make_divisible
+from layernas.core.space import load_space
 
 
 def test_additive_cost_is_the_sum_of_option_costs():
@@ -29,7 +29,7 @@ def test_nats_size_largest_is_about_twice_the_paper_target():
 
 
 def test_mobilenet_cost_by_hand_single_block():
-    from layernas.space import space_from_dict
+    from layernas.core.space import space_from_dict
 
     space = space_from_dict({
         "name": "one", "backbone": "mobilenet", "input_size": 8, "input_channels": 1, "num_classes": 2,

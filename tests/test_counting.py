@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from layernas.counting import TORCHVISION_MODELS, count_madds_params, torchvision_cost
+from layernas.evaluate.counting import TORCHVISION_MODELS, count_madds_params, torchvision_cost
 
 
 @pytest.fixture(autouse=True, scope="module")

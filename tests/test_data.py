@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import torch
 
-from layernas.data import DataError, load_dataset
+from layernas.evaluate.data import DataError, load_dataset
 
 
 def test_digits_loads_with_fixed_disjoint_splits():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from layernas.detdata import (
+from layernas.detect.data import (
     GenConfig,
     category_maps,
     detection_set,
@@ -51,7 +51,7 @@ def test_loadres_and_cocoeval_accept_the_set(small_set):
     """Ground truth scored as detections gives AP 1: the set is well-formed for COCOeval."""
     from pycocotools.cocoeval import COCOeval
 
-    from layernas.detdata import quiet_stdout
+    from layernas.detect.data import quiet_stdout
 
     coco = load_coco(split_paths(small_set[0], "val")[0])
     dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
@@ -141,7 +141,7 @@ def test_fashion_source_when_installed(tmp_path):
 def test_auto_source_is_fashion_mnist_exactly_when_the_trials_find_it():
     """`auto` must fall back to digits only when Fashion-MNIST is not installed: a broad except
     once turned a missing function into "not installed", and every default run used digits."""
-    from layernas.data import DataError, check_source
+    from layernas.evaluate.data import DataError, check_source
 
     try:
         check_source("fashion-mnist", None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from layernas.final import FinalConfig, run_final
-from layernas.space import load_space
+from layernas.core.space import load_space
+from layernas.evaluate.final import run_final
+from layernas.evaluate.recipe import FinalConfig
 
 
 def test_lr_scales_linearly_from_the_paper():
@@ -22,6 +23,9 @@ def test_final_run_reports_test_accuracy_and_saves_weights(tmp_path):
     assert (tmp_path / "f" / "model.pt").stat().st_size > 0
 
 
-def test_unknown_final_field_is_an_error(tmp_path):
-    m = run_final(load_space("mobilenet-tiny"), "min", {"dataset": "digits"}, {"epoch": 2}, 0, tmp_path / "f")
-    assert m["status"] == "failed" and "epoch" in m["error"]
+def test_unknown_final_field_is_a_config_error_not_a_failed_model(tmp_path):
+    """A misspelt recipe field is the user's input, not the model's failure: it raises before
+    anything is written, so no 'failed' record hides it."""
+    with pytest.raises(ValueError, match="epoch"):
+        run_final(load_space("mobilenet-tiny"), "min", {"dataset": "digits"}, {"epoch": 2}, 0, tmp_path / "f")
+    assert not (tmp_path / "f").exists()

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from layernas.cost import cost_of
-from layernas.counting import count_madds_params
-from layernas.models import InvertedResidual, build_model
-from layernas.space import list_spaces, load_space, space_from_dict
+from layernas.core.cost import cost_of
+from layernas.core.space import list_spaces, load_space, space_from_dict
+from layernas.evaluate.counting import count_madds_params
+from layernas.evaluate.models import InvertedResidual, build_model
 
 NETWORK_SPACES = [n for n in list_spaces() if load_space(n).backbone != "additive"]
 ADDITIVE_SPACES = [n for n in list_spaces() if load_space(n).backbone == "additive"]

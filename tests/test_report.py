@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from layernas.report import best_so_far, failed_table, pareto_front, transfer_table
+from layernas.workflow.report import best_so_far, failed_table, pareto_front, transfer_table
 
 
 def history(rows):

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layernas.cost import cost_of
-from layernas.examples.toy import appendix_i, appendix_i_name
-from layernas.search import (
+from layernas.core.cost import cost_of
+from layernas.core.search import (
     LayerNAS,
     SearchConfig,
     bucket_of,
@@ -21,7 +20,8 @@ from layernas.search import (
     select_parents,
     update_table,
 )
-from layernas.space import format_arch, load_space, space_from_dict
+from layernas.core.space import format_arch, load_space, space_from_dict
+from layernas.examples.toy import appendix_i, appendix_i_name
 
 
 def random_additive_space(rng: np.random.Generator, layers: int, max_options: int = 5):

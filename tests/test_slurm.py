@@ -1,8 +1,11 @@
-"""The workflow through `snakemake --profile slurm` on a real single-node SLURM cluster
-(../shared/tools/start_local_slurm.sh: slurmctld, slurmd, slurmdbd, MariaDB, munge).
+"""The workflow through `snakemake --profile slurm` on a real single-node SLURM cluster,
+started by the project's scripts/slurm_cluster.sh (munge, MariaDB, slurmdbd, slurmctld,
+slurmd; the Debian packages are installed when missing). LAYERNAS_SLURM_SCRIPT names
+another script with the same `up`/`down` interface.
 
-Skipped, with the reason, where the cluster cannot start (not root, no apt-get, no script).
-The cluster is brought up once for this module and always brought down afterwards."""
+Skipped, with the reason, only where the cluster cannot be had: not root, no apt-get to
+install SLURM, or `up` failed (its output is in the skip reason). The cluster is brought up
+once for this module and always brought down afterwards."""
 
 from __future__ import annotations
 
@@ -21,14 +24,14 @@ import yaml
 from conftest import real_slurm_conf
 from trial_records import evaluated_at
 
+from layernas.core.search import SearchConfig, run_search
+from layernas.core.space import load_space
 from layernas.examples.toy import appendix_i
-from layernas.search import SearchConfig, run_search
-from layernas.space import load_space
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = Path(os.environ.get("LAYERNAS_SLURM_SCRIPT", ROOT.parent / "shared" / "tools" / "start_local_slurm.sh"))
+SCRIPT = Path(os.environ.get("LAYERNAS_SLURM_SCRIPT", ROOT / "scripts" / "slurm_cluster.sh"))
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
@@ -37,8 +40,8 @@ def _why_no_slurm() -> str | None:
         return f"no cluster script at {SCRIPT}"
     if os.geteuid() != 0:
         return "starting SLURM needs root"
-    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
-        return "no apt-get to install SLURM (not Debian)"
+    if not shutil.which("apt-get") and not Path("/usr/sbin/slurmctld").exists():
+        return "SLURM is not installed and there is no apt-get to install it (not Debian)"
     return None
 
 

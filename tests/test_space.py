@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from layernas.cost import cost_of
-from layernas.space import SpaceError, list_spaces, load_space, parse_arch
+from layernas.core.cost import cost_of
+from layernas.core.space import SpaceError, list_spaces, load_space, parse_arch
 
 PAPER_SIZES = {
     "mobilenetv3-small-60m": [6, 7, 28, 28, 9, 36, 39, 39, 13, 27, 36, 13, 36, 36, 36, 2, 2],

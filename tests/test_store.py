@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from layernas.space import load_space
-from layernas.store import atomic_write_json, config_hash, is_finished, run_trial, trial_key
+from layernas.core.space import load_space
+from layernas.evaluate.trial import run_trial
+from layernas.store.files import atomic_write_json
+from layernas.store.keys import config_hash, trial_key
+from layernas.store.records import is_finished
 
 TRAIN = {"dataset": "digits", "epochs": 0.5, "batch_size": 32, "lr": 0.05, "threads": 1}
 

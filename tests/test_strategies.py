@@ -11,14 +11,14 @@ import math
 import numpy as np
 import pytest
 
-from layernas.bench import BenchTable, RunSpec, run_one
-from layernas.cost import cost_of
-from layernas.space import load_space
-from layernas.strategies import STRATEGY_NAMES, make_strategy, strategy_options
-from layernas.strategies.base import Target
-from layernas.strategies.evolution import RegularizedEvolution, mutate
-from layernas.strategies.ppo import MNAS_W, PPO, mnas_reward
-from layernas.strategies.random_search import RandomSearch, all_archs
+from layernas.bench.harness import BenchTable, RunSpec, run_one
+from layernas.core.cost import cost_of
+from layernas.core.space import load_space
+from layernas.core.strategies import STRATEGY_NAMES, make_strategy, strategy_options
+from layernas.core.strategies.base import Target
+from layernas.core.strategies.evolution import RegularizedEvolution, mutate
+from layernas.core.strategies.ppo import MNAS_W, PPO, mnas_reward
+from layernas.core.strategies.random_search import RandomSearch, all_archs
 
 LAYERNAS_SMALL = (("buckets", 10), ("replicas", 1), ("per_sweep", 3))
 

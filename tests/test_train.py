@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layernas.data import load_dataset
-from layernas.models import build_model
-from layernas.space import load_space
-from layernas.train import TrainConfig, TrialFailed, lr_at, train_model
+from layernas.core.space import load_space
+from layernas.evaluate.data import load_dataset
+from layernas.evaluate.models import build_model
+from layernas.evaluate.recipe import TrainConfig
+from layernas.evaluate.train import TrialFailed, lr_at, train_model
 
 CFG = dict(dataset="digits", epochs=1, batch_size=16, lr=0.2, threads=1, log_every=1000)
 

@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 
-from layernas.cli import main as cli
-from layernas.detdata import GenConfig, generate, load_coco, split_paths
-from layernas.models import build_model
-from layernas.space import load_space, parse_arch
-from layernas.transfer import (
+from layernas.cli.main import main as cli
+from layernas.core.space import load_space, parse_arch
+from layernas.detect.data import GenConfig, generate, load_coco, split_paths
+from layernas.detect.transfer import (
     TransferConfig,
     build_detector,
     coco_metrics,
@@ -22,6 +21,7 @@ from layernas.transfer import (
     run_transfer,
     tap_backbone,
 )
+from layernas.evaluate.models import build_model
 
 SET = GenConfig(seed=1, source="digits", num_train=160, num_val=40, canvas=64, min_size=16, max_size=40)
 RECIPE = TransferConfig(canvas=64, epochs=8, batch_size=16, lr=3e-3, threads=2)
@@ -96,7 +96,7 @@ def test_no_detections_is_ap_zero_not_a_crash(data_dir):
 
 
 def test_reference_width_is_the_closest_in_madds(space):
-    from layernas.transfer import backbone_madds, reference_features
+    from layernas.detect.transfer import backbone_madds, reference_features
 
     cfg = TransferConfig(canvas=64)
     features, _ = found_features(space, parse_arch("default", space), None)

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
+from layernas.core.space import format_arch, load_space
+from layernas.evaluate.recipe import train_hash
+from layernas.evaluate.trial import RECORD, TrialTimeout, run_trial_job, time_limit
 from layernas.examples.toy import flaky_kind
-from layernas.space import format_arch, load_space
-from layernas.store import trial_key
-from layernas.trialjob import RECORD, TrialTimeout, run_trial_job, time_limit, train_hash
+from layernas.store.keys import trial_key
 
 CONFIG = {"space": "mobilenet-tiny", "evaluator": "tabular", "oracle": "layernas.examples.toy:separable_flaky",
           "seed": 0, "trial_timeout": 1}
@@ -30,7 +31,7 @@ def _arch_of_kind(kind):
 
 def _key(arch: str) -> str:
     space = load_space(CONFIG["space"])
-    return trial_key(space.space_id, arch, train_hash(CONFIG, space), 0)
+    return trial_key(space.space_id, arch, train_hash(CONFIG), 0)
 
 
 @pytest.mark.parametrize("kind, needle", [(None, None), ("crash", "simulated crash"),
@@ -85,8 +86,8 @@ def test_cli_and_trial_record_use_the_workflow_train_hash(tmp_path, capsys):
     """`layernas trial --out-is-root results/trials` must land on the key the workflow uses, and
     trial.json must record the hash the key was made from: one train_hash for all three (fields
     that do not change results, like threads, left out; the trainer version in)."""
-    from layernas.cli import main as cli
-    from layernas.store import run_trial
+    from layernas.cli.main import main as cli
+    from layernas.evaluate.trial import run_trial
 
     train = {"dataset": "digits", "epochs": 1, "batch_size": 64, "max_train_samples": 200, "threads": 1}
     workflow_hash = train_hash({"evaluator": "train", "train": train})

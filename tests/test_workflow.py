@@ -16,9 +16,9 @@ import pytest
 import yaml
 from trial_records import evaluated_at
 
+from layernas.core.search import SearchConfig, run_search
+from layernas.core.space import load_space
 from layernas.examples.toy import appendix_i
-from layernas.search import SearchConfig, run_search
-from layernas.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
@@ -93,7 +93,7 @@ def test_full_run_matches_in_process_driver(reference):
 def test_same_cli_keys_and_tables_as_layernas_search(reference, tmp_path):
     out = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "layernas.cli", "search", "--space", "appendix-i", "--oracle",
+        [sys.executable, "-m", "layernas.cli.main", "search", "--space", "appendix-i", "--oracle",
          "layernas.examples.toy:appendix_i", "--target-min", "8", "--target-max", "9",
          "-H", "4", "-K", "2", "-R", "2", "--out", str(out), "--quiet"],
         check=True, capture_output=True,
@@ -348,8 +348,8 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     them, and `layernas retry-failed` + --forcerun aggregate evaluates exactly those again."""
     import json
 
+    from layernas.core.space import parse_arch
     from layernas.examples.toy import flaky_kind
-    from layernas.space import parse_arch
 
     space = load_space("mobilenet-tiny")
     base = tmp_path / "flaky.yaml"
@@ -376,7 +376,7 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     assert set(report["key"]) == failed
     assert all(expected_error[kinds[k]] in e for k, e in zip(report["key"], report["error"]))
 
-    status = subprocess.run([sys.executable, "-m", "layernas.cli", "status", str(res), "--json"],
+    status = subprocess.run([sys.executable, "-m", "layernas.cli.main", "status", str(res), "--json"],
                             capture_output=True, text=True, check=True)
     st = json.loads(status.stdout)
     assert st["trials"]["failed"] == len(failed)
@@ -387,7 +387,7 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert evaluated_at(res) == before
 
-    subprocess.run([sys.executable, "-m", "layernas.cli", "retry-failed", str(res)], check=True,
+    subprocess.run([sys.executable, "-m", "layernas.cli.main", "retry-failed", str(res)], check=True,
                    capture_output=True)
     assert sorted(p.name.split(".")[0] for p in (res / "failed").iterdir()) == sorted(failed)
     snakemake(wd, "--forcerun", "aggregate", base=str(base), timeout=600)
@@ -434,7 +434,7 @@ def test_second_snakemake_on_the_same_directory_is_refused(tmp_path, reference):
 def test_arch_for_key_finds_every_child_and_refuses_unknown_keys(reference):
     """The trial rule's params come from this lookup (memoised per table): each key of every
     children table maps to its arch, and a key of no table is an error naming it."""
-    from layernas.workflow import arch_for_key
+    from layernas.workflow.stages import arch_for_key
 
     kids = pd.concat([pd.read_parquet(p) for p in sorted((reference / "search").glob("r*/l*/children.parquet"))])
     assert len(kids)

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.cost import cost_of
-from layernas.space import Space, format_arch, load_space, parse_arch
-from layernas.strategies import make_strategy, resolve_name
-from layernas.strategies.base import Target
+from layernas.core.cost import cost_of
+from layernas.core.space import Space, format_arch, load_space, parse_arch
+from layernas.core.strategies import make_strategy, resolve_name
+from layernas.core.strategies.base import Target
 
 STALL = 1000  # free lookups in a row after which a run is stopped as stalled
 DENSE_LIMIT = 10_000_000  # spaces up to this many archs are indexed by flat arch index
@@ -102,7 +102,7 @@ class BenchTable:
 
 def nb201_table(benchmark: str) -> BenchTable:
     """A NAS-Bench-201 benchmark (nb201-cifar10, nb201-cifar100, nb201-imagenet16-120)."""
-    from layernas import nb201
+    from layernas.bench import nb201
 
     m = nb201.mapping()
     arrays = nb201.load_by_flat(benchmark, m.space)
@@ -120,7 +120,7 @@ def user_table(path: str | Path, space: Space | str, metric: str = "madds", **co
     Costs are always the space's analytic ones, because LayerNAS's feasibility filter and
     bucket bounds need the cost of archs the table does not list; a ``cost`` column is therefore
     checked against the analytic ``metric`` and refused when it disagrees (relative 1e-3)."""
-    from layernas.oracle import read_table
+    from layernas.evaluate.oracle import read_table
 
     space = load_space(space) if isinstance(space, (str, Path)) else space
     df = read_table(path)
@@ -158,7 +158,7 @@ def user_table(path: str | Path, space: Space | str, metric: str = "madds", **co
 
 
 def benchmark_names() -> list[str]:
-    from layernas.nb201 import DATASETS
+    from layernas.bench.nb201 import DATASETS
 
     return list(DATASETS)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layernas.space import NB201_OPS, Space, load_space
+from layernas.core.space import NB201_OPS, Space, load_space
 
 SPACE_NAME = "nb201-topology"
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # NB201 canonical edge order (i <- j)

@@ -1,16 +1,16 @@
 """`layernas audit [RESULTS_DIR] [--json] [--fix]` and `layernas clean-weights [RESULTS_DIR]
-[--dry-run] [--json]`. The logic is in layernas/audit.py; this module only parses and prints.
+[--dry-run] [--json]`. The logic is in layernas/store/audit.py; this module only parses and prints.
 
 Exit status of audit: 0 no errors (warnings and info may be printed), 1 errors found (also
 after --fix removed them: the same snakemake command must still redo them), 2 bad usage or a
-directory that holds no search (printed by layernas.cli as `layernas: error: ...`)."""
+directory that holds no search (printed by layernas.cli.main as `layernas: error: ...`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from layernas.audit import ERROR, INFO, WARNING, audit, clean_weights, retry_failed
+from layernas.store.audit import ERROR, INFO, WARNING, audit, clean_weights, retry_failed
 
 
 def _plural(n: int, word: str) -> str:

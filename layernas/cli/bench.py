@@ -1,4 +1,4 @@
-"""``layernas bench``: compare search strategies on tabular benchmarks (see layernas/bench.py).
+"""``layernas bench``: compare search strategies on tabular benchmarks (see layernas/bench/harness.py).
 
 Example (the command behind docs/benchmarks.md):
 
@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from layernas.strategies import resolve_name
+from layernas.core.strategies import resolve_name
 
 # NB201-tuned LayerNAS settings (docs/benchmarks.md, "Why these defaults"): the whole search
 # (until no candidate is left) takes 387-677 trials, 2.5-4.3% of the 15,625 cells.
@@ -31,7 +31,7 @@ def _csv(text: str) -> list[str]:
 
 
 def _benchmarks(text: str) -> list[str]:
-    from layernas.bench import benchmark_names
+    from layernas.bench.harness import benchmark_names
 
     out: list[str] = []
     for name in _csv(text):
@@ -83,7 +83,14 @@ def _command(args, benchmarks: list[str], strategies: list[str], budget: int) ->
 
 
 def cmd_bench(args) -> int:
-    from layernas.bench import curve_summary, load_table, markdown_table, plot_curves, run_bench, summarize
+    from layernas.bench.harness import (
+        curve_summary,
+        load_table,
+        markdown_table,
+        plot_curves,
+        run_bench,
+        summarize,
+    )
 
     if args.budget is not None and args.budget_seconds is not None:
         raise ValueError("give --budget (trials) or --budget-seconds, not both")

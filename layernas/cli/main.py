@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from layernas import __version__
-from layernas.space import SpaceError, list_spaces, load_space, parse_arch
+from layernas.core.space import SpaceError, list_spaces, load_space, parse_arch
 
 # Subcommands that live in their own modules (each has add_parser(subparsers)); a module
 # that is missing (an optional part not installed) is skipped, not fatal.
-PLUGIN_MODULES = ("layernas.trial_cli", "layernas.bench_cli", "layernas.status_cli", "layernas.transfer_cli",
-                  "layernas.audit_cli")
+PLUGIN_MODULES = ("layernas.cli.trial", "layernas.cli.bench", "layernas.cli.status", "layernas.cli.transfer",
+                  "layernas.cli.audit")
 
 
 def _print_json(obj) -> None:
@@ -50,8 +50,8 @@ def _progress(msg: str) -> None:
 
 
 def space_stats(space_name: str, buckets: int = 100, replicas: int = 3, **ctx) -> dict:
-    from layernas.cost import cost_range
-    from layernas.search import max_trials
+    from layernas.core.cost import cost_range
+    from layernas.core.search import max_trials
 
     space = load_space(space_name)
     lo, hi = cost_range(space, "madds", **ctx)
@@ -104,21 +104,21 @@ def cmd_space(args) -> int:
 
 def cmd_cost(args) -> int:
     if args.torchvision:
-        from layernas.counting import torchvision_cost
+        from layernas.evaluate.counting import torchvision_cost
 
         out = torchvision_cost(args.torchvision)
     else:
         if not args.space or not args.arch:
             raise ValueError("cost needs --space and --arch (or --torchvision NAME)")
-        from layernas.cost import cost_of
+        from layernas.core.cost import cost_of
 
         space = load_space(args.space)
         arch = parse_arch(args.arch, space)
         c = cost_of(space, [arch], input_size=args.input_size, num_classes=args.num_classes)
         out = {"madds": int(c["madds"][0]), "params": int(c["params"][0])}
         if args.count:
-            from layernas.counting import count_madds_params
-            from layernas.models import build_model
+            from layernas.evaluate.counting import count_madds_params
+            from layernas.evaluate.models import build_model
 
             model = build_model(space, arch, num_classes=args.num_classes, input_size=args.input_size)
             counted = count_madds_params(model, args.input_size or space.input_size, space.input_channels)
@@ -134,9 +134,13 @@ def cmd_cost(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from layernas.oracle import load_oracle
-    from layernas.search import SearchConfig, run_search
-    from layernas.store import atomic_write_json, atomic_write_parquet, trial_key
+    from layernas.core.search import SearchConfig, run_search
+    from layernas.core.status import search_summary
+    from layernas.evaluate.oracle import load_oracle
+    from layernas.evaluate.recipe import train_hash as oracle_train_hash
+    from layernas.store.files import atomic_write_json, atomic_write_parquet
+    from layernas.store.keys import trial_key
+    from layernas.store.layout import Layout
 
     space = load_space(args.space)
     oracle = load_oracle(args.oracle, space)
@@ -149,8 +153,6 @@ def cmd_search(args) -> int:
         budget=args.budget,
         metric=args.metric,
     )
-    from layernas.trialjob import train_hash as oracle_train_hash
-
     # The same hash the workflow's tabular evaluator uses: same oracle, same trial keys.
     train_hash = oracle_train_hash({"evaluator": "tabular", "oracle": args.oracle})
 
@@ -166,34 +168,16 @@ def cmd_search(args) -> int:
     history = engine.history_frame()
     out = Path(args.out) if args.out else None
     if out is not None:
+        layout = Layout(out, search_dir=out)
         for (r, l), table in sorted(engine.tables.items()):
-            atomic_write_parquet(out / f"r{r}" / f"l{l}" / "buckets.parquet", table)
+            atomic_write_parquet(layout.buckets(r, l), table)
         for (r, l), kids in sorted(engine.children.items()):
-            atomic_write_parquet(out / f"r{r}" / f"l{l}" / "children.parquet", kids)
-        atomic_write_parquet(out / "history.parquet", history)
-    counts = history["status"].value_counts().to_dict()
-    summary = {
-        "space": space.name,
-        "space_id": space.space_id,
-        "oracle": oracle.spec,
-        "target": [cfg.target_min, cfg.target_max],
-        "metric": cfg.metric,
-        "buckets": cfg.buckets,
-        "replicas": cfg.replicas,
-        "per_sweep": cfg.per_sweep,
-        "best": engine.best(),
-        "trials": engine.trials,
-        "failed": int(counts.get("failed", 0)),
-        "cached": int(counts.get("cached", 0)),
-        "dropped": int(counts.get("dropped", 0)),
-        "sweeps": int(history["sweep"].nunique()),
-        "stopped_by_budget": engine.stopped_by_budget,
-        "budget": engine.geo.budget,
-        "seconds": round(elapsed, 3),
-        "out": str(out) if out else None,
-    }
+            atomic_write_parquet(layout.children(r, l), kids)
+        atomic_write_parquet(layout.full_history, history)
+    summary = search_summary(space, cfg, history, engine.best(), engine.stopped_by_budget, engine.geo.budget,
+                             oracle=oracle.spec, seconds=round(elapsed, 3), out=str(out) if out else None)
     if out is not None:
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(layout.summary, summary)
     if args.json:
         _print_json(summary)
     else:

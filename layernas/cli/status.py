@@ -73,7 +73,7 @@ def collect_status(results: str | Path) -> dict:
             top = band.sort_values("accuracy", ascending=False).groupby(["layer", "bucket"]).head(1)
             near = top.sort_values(["layer", "bucket"]).head(20)[["layer", "bucket", "arch", "cost", "accuracy"]].to_dict("records")
     summary = json.loads((search / "summary.json").read_text()) if (search / "summary.json").exists() else None
-    from layernas.audit import disk_usage
+    from layernas.store.audit import disk_usage
 
     du = disk_usage(results)
     return {

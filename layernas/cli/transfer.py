@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from layernas.detdata import GenConfig, generate
-from layernas.store import config_hash
+from layernas.detect.data import GenConfig, generate
+from layernas.store.keys import config_hash
 
 
 def _print_json(obj) -> None:
@@ -56,8 +56,8 @@ def cmd_detdata(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from layernas.space import load_space, parse_arch
-    from layernas.transfer import TransferConfig, run_transfer
+    from layernas.core.space import load_space, parse_arch
+    from layernas.detect.transfer import TransferConfig, run_transfer
 
     space = load_space(args.space)
     arch = parse_arch(args.arch, space)

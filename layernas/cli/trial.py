@@ -9,9 +9,10 @@ from pathlib import Path
 def cmd_trial(args) -> int:
     import yaml
 
-    from layernas.space import load_space, parse_arch
-    from layernas.store import run_trial, trial_key
-    from layernas.trialjob import train_hash
+    from layernas.core.space import load_space, parse_arch
+    from layernas.evaluate.recipe import train_hash
+    from layernas.evaluate.trial import run_trial
+    from layernas.store.keys import trial_key
 
     space = load_space(args.space)
     arch = parse_arch(args.arch, space)
@@ -19,8 +20,8 @@ def cmd_trial(args) -> int:
     if not isinstance(raw, dict):
         raise ValueError(f"{args.train_config}: a training config must be a mapping")
     raw = raw.get("train", raw)  # accept a whole workflow config too
-    from layernas.space import format_arch
-    from layernas.train import TrainConfig
+    from layernas.core.space import format_arch
+    from layernas.evaluate.recipe import TrainConfig
 
     TrainConfig.from_dict(raw)
     key = trial_key(space.space_id, format_arch(arch), train_hash({"evaluator": "train", "train": raw}), args.seed)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from layernas.space import NB201_OPS, Space, SpaceError
+from layernas.core.space import NB201_OPS, Space, SpaceError
 
 METRICS = ("madds", "params")
 

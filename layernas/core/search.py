@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from layernas.cost import completion_costs, cost_of, layer_bounds
-from layernas.space import Space, format_arch, parse_arch
-from layernas.strategies.base import Arch, Strategy, Target
+from layernas.core.cost import completion_costs, cost_of, layer_bounds
+from layernas.core.space import Space, format_arch, parse_arch
+from layernas.core.strategies.base import Arch, Strategy, Target
 
 TABLE_COLUMNS = ["layer", "bucket", "rank", "arch", "key", "cost", "accuracy", "expanded"]
 CHILD_COLUMNS = [

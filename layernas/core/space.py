@@ -156,7 +156,7 @@ def _strip_lines(obj: Any) -> Any:
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("layernas") / "spaces"))
+    return Path(str(resources.files("layernas.core") / "spaces"))
 
 
 def list_spaces() -> list[str]:
@@ -325,7 +325,7 @@ def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
         **ints,
     )
     # Imported here: cost depends on space, and ordering needs the cost model.
-    from layernas.cost import order_options
+    from layernas.core.cost import order_options
 
     try:
         return order_options(space, raw_layers=layers_raw)

@@ -28,11 +28,13 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from layernas.evaluate.recipe import strict_fields
 
 FORMAT_VERSION = 1
 SOURCES = ("fashion-mnist", "digits", "auto")
@@ -76,11 +78,7 @@ class GenConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "GenConfig":
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown detdata setting(s) {unknown}; known: {sorted(known)}")
+        raw = strict_fields(cls, raw, "detdata")
         return cls(**raw)
 
 
@@ -88,9 +86,9 @@ class GenConfig:
 
 
 def _fashion_objects(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST images (N, 28, 28) uint8 and labels, via `layernas.data` (the one place that
+    """Fashion-MNIST images (N, 28, 28) uint8 and labels, via `layernas.evaluate.data` (the one place that
     knows where the Debian package puts the files)."""
-    from layernas import data
+    from layernas.evaluate import data
 
     return data.load_fashion_mnist_arrays(split)
 
@@ -110,7 +108,7 @@ def resolve_source(source: str) -> str:
     """``auto`` means Fashion-MNIST when it is installed, digits otherwise (as the trials do)."""
     if source != "auto":
         return source
-    from layernas.data import DataError
+    from layernas.evaluate.data import DataError
 
     try:
         _fashion_objects("test")
@@ -122,7 +120,7 @@ def resolve_source(source: str) -> str:
 def load_objects(source: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(images uint8 (N, h, w), labels 0..9, class names) of one split ('train' or 'test')."""
     if source == "fashion-mnist":
-        from layernas.data import DataError
+        from layernas.evaluate.data import DataError
 
         try:
             images, labels = _fashion_objects(split)
@@ -199,7 +197,7 @@ def _coco_json(split: str, rendered, names: tuple[str, ...], cfg: GenConfig, sou
             })
     return {
         "info": {"description": f"layernas generated detection set ({source} objects), split {split}",
-                 "version": str(FORMAT_VERSION), "year": 2024, "contributor": "layernas.detdata",
+                 "version": str(FORMAT_VERSION), "year": 2024, "contributor": "layernas.detect.data",
                  "date_created": "", "url": ""},
         "licenses": [{"id": 1, "name": "see the object source's license", "url": ""}],
         "images": images,

@@ -34,7 +34,7 @@ import platform
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -42,8 +42,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from layernas.detdata import category_maps, collate, detection_set, load_coco, quiet_stdout, split_paths
-from layernas.store import atomic_write_json
+from layernas.detect.data import category_maps, collate, detection_set, load_coco, quiet_stdout, split_paths
+from layernas.evaluate.recipe import strict_fields
+from layernas.store.files import atomic_write_json
 
 COCO_STATS = ("map", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
 
@@ -102,11 +103,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "TransferConfig":
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown transfer setting(s) {unknown}; known: {sorted(known)}")
+        raw = strict_fields(cls, raw, "transfer")
         for key in ("strides", "aspect_ratios", "image_mean", "image_std"):
             if key in raw:
                 if not isinstance(raw[key], (list, tuple)):
@@ -246,8 +243,8 @@ def _rgb_stem(features: nn.Sequential) -> str:
 
 def found_features(space, arch, weights: str | Path | None) -> tuple[nn.Sequential, dict[str, Any]]:
     """The found model's feature layers with its trained weights (when given), RGB input."""
-    from layernas.models import build_model
-    from layernas.space import format_arch
+    from layernas.core.space import format_arch
+    from layernas.evaluate.models import build_model
 
     model = build_model(space, arch)
     info: dict[str, Any] = {"weights": str(weights) if weights else None, "pretrained": False}
@@ -281,7 +278,7 @@ def reference_features(width_mult: float) -> nn.Sequential:
 
 def backbone_madds(backbone: TapBackbone, canvas: int) -> int:
     """MAdds of the transferred classifier layers (``body``) on one canvas: the matched cost."""
-    from layernas.counting import count_madds_params
+    from layernas.evaluate.counting import count_madds_params
 
     return count_madds_params(backbone.body, canvas, 3)["madds"]
 
@@ -342,7 +339,7 @@ class _DetectorFeatures(nn.Module):
 
 
 def detector_madds(det: nn.Module, canvas: int) -> dict[str, int]:
-    from layernas.counting import count_madds_params
+    from layernas.evaluate.counting import count_madds_params
 
     return count_madds_params(_DetectorFeatures(det), canvas, 3)
 
@@ -539,7 +536,7 @@ def _torch_settings(threads: int | None):
 
 
 def _run_all(space, arch, weights, data_dir, cfg: TransferConfig, out_dir: Path, log) -> dict[str, Any]:
-    from layernas.space import format_arch
+    from layernas.core.space import format_arch
 
     data = load_data(data_dir, cfg)
     meta_path = Path(data_dir) / "meta.json"

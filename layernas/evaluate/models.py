@@ -22,8 +22,8 @@ from torch import nn
 from torchvision.ops import SqueezeExcitation
 from torchvision.ops.misc import Conv2dNormActivation
 
-from layernas.cost import Context, make_divisible, resolve_value
-from layernas.space import ACTIVATIONS, NB201_OPS, Space, parse_arch
+from layernas.core.cost import Context, make_divisible, resolve_value
+from layernas.core.space import ACTIVATIONS, NB201_OPS, Space, parse_arch
 
 _ACTIVATION_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "relu": nn.ReLU,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layernas.space import Space, format_arch, parse_arch
-from layernas.strategies.base import Arch
+from layernas.core.space import Space, format_arch, parse_arch
+from layernas.core.strategies.base import Arch
 
 
 class OracleError(ValueError):

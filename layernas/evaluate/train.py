@@ -11,79 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layernas.data import DATASETS, Dataset, Split
-from layernas.trialjob import NOT_HASHED  # one list for both keys
-
-OPTIMIZERS = ("sgd", "rmsprop")
+from layernas.evaluate.data import Dataset, Split
+from layernas.evaluate.recipe import TrainConfig
 
 
 class TrialFailed(RuntimeError):
     """Training could not produce a usable model (NaN loss, ...): a failed trial, not a bug."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    val_fraction: float = 0.1
-    max_train_samples: int | None = None
-    batch_size: int = 128
-    epochs: float = 1.0
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
-    eval_batch_size: int = 1024
-    bn_recalibrate_samples: int = 2000
-    device: str = "auto"
-    threads: int | None = None
-    save_weights: bool = False
-    log_every: int = 50
-
-    @classmethod
-    def from_dict(cls, raw: dict | None) -> "TrainConfig":
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown field(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**raw)
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"train.dataset: must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer: must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"train.{name}: must be a positive integer, got {v!r}")
-        for name in ("epochs", "lr"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise ValueError(f"train.{name}: must be > 0, got {v!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"train.device: must be auto, cpu or cuda, got {self.device!r}")
-
-    def hashed(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in NOT_HASHED}
-
-
-def validate_train_config(raw: dict | None) -> TrainConfig:
-    return TrainConfig.from_dict(raw)
 
 
 def tune_malloc() -> bool:

@@ -1,43 +1,31 @@
-"""What one trial job runs, importing as little as possible: with ``evaluator: tabular`` a
-trial is a lookup, so Python start-up and imports are most of its cost, and a 1,000-trial
-search starts 1,000 of these (pandas alone takes ~0.5 s to import; it is not imported here
-unless the oracle is a table file)."""
+"""One trial: evaluate one child (train it, or look it up) and record it by its content key.
+
+Imports as little as possible: with ``evaluator: tabular`` a trial is a lookup, so Python
+start-up and imports are most of its cost, and a 1,000-trial search starts 1,000 of these
+(torch and pandas are imported only by the branch that needs them)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
-import time
 from pathlib import Path
 
-from layernas.space import load_space, parse_arch
-from layernas.store import atomic_write_json, atomic_write_text, config_hash, trial_key
-
-# Fields of the train section that do not change a trial's result: left out of the key, so
-# moving a run to a GPU or changing its thread count reuses every finished trial.
-NOT_HASHED = ("device", "threads", "save_weights", "log_every")
-# Bumped when the trainer changes results for the same settings (2: BN recalibration before
-# evaluation), so old trial records are not reused as if they were new ones.
-TRAINER_VERSION = 2
-
-
-def train_hash(config: dict, space=None) -> str:
-    """Hash of whatever decides a trial's result besides space, arch and seed."""
-    if config["evaluator"] == "tabular":
-        from layernas.oracle import oracle_id
-
-        return config_hash({"evaluator": "tabular", "oracle": oracle_id(str(config["oracle"]))})
-    train = {k: v for k, v in (config.get("train") or {}).items() if k not in NOT_HASHED}
-    return config_hash({"evaluator": "train", "trainer": TRAINER_VERSION, "train": train})
+from layernas.core.space import format_arch, load_space, parse_arch
+from layernas.evaluate.recipe import train_hash
+from layernas.store.files import atomic_write_bytes, atomic_write_json
+from layernas.store.keys import trial_key
+from layernas.store.layout import METRICS, RECORD, WEIGHTS
+from layernas.store.records import record_run
 
 
 def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, threads: int = 1) -> dict:
     """Evaluate one child and record it under ``out_dir``; returns its metrics."""
     space = load_space(config["space"])
     seed = int(config.get("seed", 0))
-    expected = trial_key(space.space_id, arch, train_hash(config, space), seed)
+    expected = trial_key(space.space_id, arch, train_hash(config), seed)
     if expected != key:
         raise ValueError(f"trial key {key} does not match arch {arch} under this config (expected {expected})")
     out_dir = Path(out_dir)
@@ -48,25 +36,20 @@ def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, thread
         if config["evaluator"] == "tabular":
             m = evaluate_tabular(config, space, arch, key, out_dir, seed)
         else:
-            from layernas.store import run_trial
-
             m = run_trial(space, arch, config["train"], seed, out_dir, threads=threads)
     atomic_write_json(out_dir / RECORD, {"key": key, "arch": arch, "metrics": m})
     return m
 
 
-# A second copy of a finished trial's metrics. Snakemake deletes a job's declared output
-# (metrics.json) before rerunning a job it saw start but not finish: after a SIGKILL that
-# lands between the trial writing metrics.json and Snakemake recording the job as done,
+# RECORD is a second copy of a finished trial's metrics. Snakemake deletes a job's declared
+# output (metrics.json) before rerunning a job it saw start but not finish: after a SIGKILL
+# that lands between the trial writing metrics.json and Snakemake recording the job as done,
 # `--rerun-incomplete` would train the trial again. The copy is not a declared output, so it
 # survives, and the rerun restores metrics.json from it instead of training.
-RECORD = "finished.json"
 
 
 def restore_finished(out_dir: Path, key: str, arch: str) -> dict | None:
     """metrics.json rewritten from ``finished.json`` when that holds this key's result."""
-    import json
-
     try:
         rec = json.loads((out_dir / RECORD).read_text())
     except (OSError, ValueError):
@@ -74,7 +57,7 @@ def restore_finished(out_dir: Path, key: str, arch: str) -> dict | None:
     if not isinstance(rec, dict) or rec.get("key") != key or rec.get("arch") != arch \
             or not isinstance(rec.get("metrics"), dict):
         return None
-    atomic_write_json(out_dir / "metrics.json", rec["metrics"])
+    atomic_write_json(out_dir / METRICS, rec["metrics"])
     return rec["metrics"]
 
 
@@ -105,25 +88,78 @@ def time_limit(seconds: float | None):
 
 def evaluate_tabular(config: dict, space, arch: str, key: str, out_dir: str | Path, seed: int) -> dict:
     """A table lookup recorded like a trained trial, so every later stage reads one format.
-    A failed lookup is a failed trial (status failed + error), not a failed workflow."""
-    from layernas import __version__
-    from layernas.oracle import load_oracle
+    An oracle that cannot answer (missing arch, NaN, a table or callable that does not load)
+    is a failed trial, not a failed workflow."""
+    from layernas.evaluate.oracle import load_oracle
 
-    t0 = time.time()
-    trial = {"key": key, "space": space.name, "space_id": space.space_id, "arch": arch,
-             "evaluator": "tabular", "oracle": str(config["oracle"]), "seed": seed}
-    try:
-        acc = load_oracle(str(config["oracle"]), space)([parse_arch(arch, space)])[0]
+    inputs = {"key": key, "space": space.name, "space_id": space.space_id, "arch": arch,
+              "evaluator": "tabular", "oracle": str(config["oracle"]), "seed": seed}
+
+    def body(metrics: dict, log) -> None:
+        try:
+            acc = load_oracle(str(config["oracle"]), space)([parse_arch(arch, space)])[0]
+        finally:
+            log(f"tabular lookup of {arch}")
         if acc is None or not math.isfinite(acc):
             raise ValueError(f"oracle returned {acc!r}")
-        metrics = {"status": "ok", "accuracy": float(acc), "error": None}
-    except Exception as exc:
-        metrics = {"status": "failed", "accuracy": None, "error": f"{type(exc).__name__}: {exc}"}
-    now = time.time()
-    metrics.update({"key": key, "arch": arch, "wall_seconds": now - t0, "finished_at": now, "device": "none",
-                    "versions": {"layernas": __version__}})
-    out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "trial.json", trial)
-    atomic_write_text(out_dir / "log.txt", f"tabular lookup of {arch}: {metrics['status']}\n")
-    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means finished
-    return metrics
+        metrics.update(accuracy=float(acc))
+
+    return record_run(out_dir, inputs, {"key": key, "arch": arch, "device": "none"}, body, torch=False,
+                      on_failure={"accuracy": None})
+
+
+def run_trial(space, arch, train_cfg: dict | None, seed: int, out_dir: str | Path, threads: int | None = None,
+              fail_with: str | None = None) -> dict:
+    """Train and evaluate one arch; record it under ``out_dir``; return its metrics.
+
+    A bad trial (invalid arch, a crash in training, out-of-memory, NaN loss) gives ``status:
+    failed`` with the error, recorded like a success; an error of the code is raised
+    (``layernas.store.records``). ``fail_with`` injects "nan" or "crash" for tests of that path."""
+    arch_str = arch if isinstance(arch, str) else format_arch(arch)
+    cfg_raw = dict(train_cfg or {})
+    inputs = {"space": space.name, "space_id": space.space_id, "arch": arch_str, "seed": int(seed),
+              "train": cfg_raw, "train_hash": train_hash({"evaluator": "train", "train": cfg_raw})}
+
+    def body(metrics: dict, log) -> None:
+        import torch
+
+        from layernas.core.cost import cost_of
+        from layernas.evaluate.data import load_dataset
+        from layernas.evaluate.models import build_model
+        from layernas.evaluate.recipe import TrainConfig
+        from layernas.evaluate.train import train_model
+
+        cfg = TrainConfig.from_dict({**cfg_raw, **({"threads": threads} if threads and not cfg_raw.get("threads") else {})})
+        arch_t = parse_arch(arch_str, space)
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.max_train_samples)
+        torch.manual_seed(int(seed))  # the weight init is part of the trial: same seed, same model
+        model = build_model(space, arch_t, num_classes=data.num_classes, input_size=data.input_size,
+                            input_channels=data.input_channels)
+        c = cost_of(space, [arch_t], input_size=data.input_size, num_classes=data.num_classes,
+                    input_channels=data.input_channels)
+        metrics.update(madds=int(c["madds"][0]), params=int(c["params"][0]))
+        log(f"{space.name} {arch_str}: {metrics['madds'] / 1e6:.2f}M MAdds, {len(data.train)} train images")
+        if fail_with == "crash":
+            raise RuntimeError("injected crash")
+        if fail_with == "nan":
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+        res = train_model(model, data, cfg, int(seed), log=log)
+        metrics.update(res, accuracy=res["val_accuracy"])
+        if cfg.save_weights:
+            save_weights(model, Path(out_dir) / WEIGHTS)
+
+    return record_run(out_dir, inputs, {"arch": arch_str, "seed": int(seed), "device": "unknown"}, body,
+                      on_failure={"accuracy": None})
+
+
+def save_weights(model, path: Path) -> None:
+    """state_dict through an atomic write (torch.save in place would leave half a file)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layernas.store import trial_key
+from layernas.store.keys import trial_key
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
@@ -231,7 +231,7 @@ def _check_metrics(area: str, metrics: Any) -> str | None:
     if metrics.get("status") not in ("ok", "failed"):
         return f"metrics.json has status {metrics.get('status')!r}, not ok or failed"
     if area == "trials" and metrics["status"] == "ok":
-        from layernas.workflow import metrics_accuracy
+        from layernas.store.records import metrics_accuracy
 
         if not math.isfinite(metrics_accuracy(metrics)):
             return "metrics.json says ok but has no finite accuracy"
@@ -392,7 +392,7 @@ def _own_key(inputs: dict | None, arch: str) -> str | None:
         return None
     h = inputs.get("train_hash")
     if h is None and inputs.get("evaluator") == "tabular" and inputs.get("oracle"):
-        from layernas.trialjob import train_hash
+        from layernas.evaluate.recipe import train_hash
 
         try:
             h = train_hash({"evaluator": "tabular", "oracle": str(inputs["oracle"])})
@@ -484,7 +484,7 @@ def check_stages(s: Scan, problems: list[Problem]) -> None:
 def _resolve_space(run: RunInfo, space: str | Path | None, problems: list[Problem], where: str):
     """The run's space, only if its content id equals the recorded one (else costs would be
     checked against another definition)."""
-    from layernas.space import SpaceError, load_space
+    from layernas.core.space import SpaceError, load_space
 
     name = space or run.space_name
     if name is None or run.search is None:
@@ -511,7 +511,7 @@ def _resolve_space(run: RunInfo, space: str | Path | None, problems: list[Proble
 
 def _analytic(space, run: RunInfo, frames: list[pd.DataFrame]):
     """Cost of every distinct arch, and cheapest completion of every (layer, arch), vectorised."""
-    from layernas.cost import completion_costs, cost_of
+    from layernas.core.cost import completion_costs, cost_of
 
     metric, kw = run.search.get("metric", "madds"), dict(run.cost_kwargs or {})
     archs = pd.unique(pd.concat([f["arch"].astype(str) for f in frames], ignore_index=True)) if frames else []
@@ -543,8 +543,8 @@ def _mismatch(rows: pd.DataFrame, have: np.ndarray, want: np.ndarray, column: st
 
 def check_costs(s: Scan, space: str | Path | None, problems: list[Problem]) -> None:
     """Table costs, cheapest completions and Eq. 4 buckets recomputed from the space with the
-    run's recorded metric and input size (layernas.cost), one line per disagreeing table."""
-    from layernas.search import Geometry, SearchConfig, bucket_of
+    run's recorded metric and input size (layernas.core.cost), one line per disagreeing table."""
+    from layernas.core.search import Geometry, SearchConfig, bucket_of
 
     frames = [df for df in s.tables.values() if not df.empty]
     sp = _resolve_space(s.run, space, problems, str(s.results / "search" / "search.json"))
@@ -592,7 +592,7 @@ def _table_action(s: Scan) -> str:
 def check_accuracy(s: Scan, problems: list[Problem]) -> None:
     """Accuracies in bucket tables and history against the trials' metrics (what the aggregate
     stage read): a difference means a table is older than a redone trial, or was edited."""
-    from layernas.workflow import metrics_accuracy
+    from layernas.store.records import metrics_accuracy
 
     acc = {k: metrics_accuracy(r.metrics) for k, r in s.records["trials"].items() if not r.broken}
     for rel, df in s.tables.items():

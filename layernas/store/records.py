@@ -1,174 +1,113 @@
-"""Trial keys and atomic writes: the on-disk contract every stage relies on.
+"""One way to record a run (a trial, a final retraining): inputs first, then the log, then
+metrics.json last and atomically, so a directory without metrics.json is unfinished (killed
+mid-run) and is redone, while a finished one is never overwritten.
 
-A trial is keyed by its content (space id + version, arch, training-config hash, seed), never
-by its position in the search, so an interrupted search, a repeated layer sweep or a second
-search with another target reuses every finished trial.
+Which exceptions are a result and which are a bug is decided here too. A model that gives
+NaN, runs out of memory, times out or crashes inside training is a failed run, recorded like
+a success and not retried unless asked. An error of the code itself (an import that fails, a
+misspelt name or attribute, a call with the wrong arguments) is re-raised: the job fails
+loudly instead of every trial quietly becoming "failed" while the search "succeeds".
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
+import platform
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from layernas import __version__
+from layernas.core.status import Status
+from layernas.store.files import atomic_write_json, atomic_write_text
+from layernas.store.layout import INPUTS, LOG, METRICS
 
-def config_hash(cfg: Any) -> str:
-    """Stable short hash of a JSON-able config (key order does not matter)."""
-    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def trial_key(space_id: str, arch: str, train_hash: str, seed: int) -> str:
-    """Short content hash naming ``results/trials/<key>/``."""
-    blob = f"{space_id}|{arch}|{train_hash}|{int(seed)}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+# Errors of the code, not of the evaluated model: never recorded as a failed run.
+PROGRAMMING_ERRORS = (ImportError, NameError, AttributeError, TypeError, SyntaxError, AssertionError)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + fsync + rename: readers see the old
-    file or the whole new one, never a half-written one (also after SIGKILL)."""
+def is_finished(run_dir: str | Path) -> bool:
+    """A run is finished when its metrics.json exists (written last, atomically)."""
+    return (Path(run_dir) / METRICS).exists()
+
+
+def read_metrics(path: str | Path) -> dict:
+    """metrics.json of a run directory, or of the file itself when ``path`` is one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    if path.is_dir():
+        path = path / METRICS
+    return json.loads(path.read_text())
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def metrics_accuracy(metrics: dict) -> float:
+    """The proxy metric of a finished trial: validation accuracy, nan when it failed."""
+    if metrics.get("status") != Status.OK:
+        return float("nan")
+    for name in ("accuracy", "val_accuracy", "val_acc"):
+        if metrics.get(name) is not None:
+            return float(metrics[name])
+    return float("nan")
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def versions(torch: bool = True) -> dict:
+    """Library versions recorded with every run (torch only where it was used)."""
+    out = {"layernas": __version__, "python": platform.python_version()}
+    if torch:
+        import torch as _torch
+
+        out["torch"] = _torch.__version__
+    return out
 
 
-def atomic_write_parquet(path: str | Path, df) -> None:
-    """Parquet through a temp file + rename (pandas writes in place otherwise)."""
-    import io
-
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
+def failure_message(exc: BaseException) -> str:
+    kind = "out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
+    return f"{kind}: {exc}"
 
 
-# --------------------------------------------------------------------------- trial records
+class Recorder:
+    """Writes one run directory: ``inputs`` now, log lines and metrics at ``finish``."""
 
-TRIAL_FILES = ("trial.json", "metrics.json", "log.txt")
+    def __init__(self, out_dir: str | Path, inputs: dict):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+        self.lines: list[str] = []
+        atomic_write_json(self.out_dir / INPUTS, inputs)
 
+    def log(self, msg: str) -> None:
+        self.lines.append(f"[{time.time() - self.t0:8.2f}s] {msg}")
 
-def is_finished(trial_dir: str | Path) -> bool:
-    """A trial is finished when its metrics.json exists: it is written last and atomically,
-    so a directory without it (killed mid-trial) is unfinished and gets redone."""
-    return (Path(trial_dir) / "metrics.json").exists()
-
-
-def read_metrics(trial_dir: str | Path) -> dict:
-    return json.loads((Path(trial_dir) / "metrics.json").read_text())
-
-
-def _versions() -> dict:
-    import platform
-
-    import torch
-
-    from layernas import __version__
-
-    return {"layernas": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    def finish(self, metrics: dict, torch: bool = True) -> dict:
+        now = time.time()
+        metrics.update(wall_seconds=now - self.t0, finished_at=now, versions=versions(torch))
+        atomic_write_text(self.out_dir / LOG, "\n".join(self.lines) + "\n")
+        atomic_write_json(self.out_dir / METRICS, metrics)  # last: its presence means finished
+        return metrics
 
 
-def run_trial(space, arch, train_cfg: dict | None, seed: int, out_dir: str | Path, threads: int | None = None,
-              fail_with: str | None = None) -> dict:
-    """Train and evaluate one arch; record it under ``out_dir``; return its metrics.
+def record_run(out_dir: str | Path, inputs: dict, metrics: dict, body: Callable[[dict, Callable[[str], None]], Any],
+               torch: bool = True, on_failure: dict | None = None) -> dict:
+    """Run ``body(metrics, log)`` and record it under ``out_dir``; return the metrics.
 
-    Never raises for a bad trial: an invalid arch, a crash, out-of-memory or a NaN loss gives
-    ``status: failed`` with the error, recorded on disk like a success (so it is not retried
-    unless asked). A finished trial is never overwritten: its metrics are returned as they are.
-    ``fail_with`` injects a failure ("nan" or "crash") for tests of that path.
-    """
-    import time
-    import traceback
-
+    A finished run is returned as it is. ``body`` fills ``metrics`` (status ok is set when it
+    returns); a failure of the model is recorded as ``status: failed`` with the error (and the
+    fields of ``on_failure``, e.g. ``accuracy: None``); a
+    programming error (PROGRAMMING_ERRORS) is logged and re-raised, leaving the run unfinished."""
     out_dir = Path(out_dir)
     if is_finished(out_dir):
         return read_metrics(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from layernas.space import format_arch, parse_arch
-    from layernas.train import TrainConfig
-    from layernas.trialjob import train_hash  # here: trialjob imports this module
-
-    arch_str = arch if isinstance(arch, str) else format_arch(arch)
-    cfg_raw = dict(train_cfg or {})
-    t0 = time.time()
-    lines: list[str] = []
-
-    def log(msg: str) -> None:
-        lines.append(f"[{time.time() - t0:8.2f}s] {msg}")
-
-    trial = {"space": space.name, "space_id": space.space_id, "arch": arch_str, "seed": int(seed),
-             "train": cfg_raw, "train_hash": train_hash({"evaluator": "train", "train": cfg_raw})}
-    atomic_write_json(out_dir / "trial.json", trial)
-    metrics: dict[str, Any] = {"arch": arch_str, "seed": int(seed)}
+    rec = Recorder(out_dir, inputs)
     try:
-        cfg = TrainConfig.from_dict({**cfg_raw, **({"threads": threads} if threads and not cfg_raw.get("threads") else {})})
-        arch_t = parse_arch(arch_str, space)
-        from layernas.cost import cost_of
-        from layernas.data import load_dataset
-        from layernas.models import build_model
-        from layernas.train import train_model
-
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.max_train_samples)
-        import torch
-
-        torch.manual_seed(int(seed))  # the weight init is part of the trial: same seed, same model
-        model = build_model(space, arch_t, num_classes=data.num_classes, input_size=data.input_size,
-                            input_channels=data.input_channels)
-        c = cost_of(space, [arch_t], input_size=data.input_size, num_classes=data.num_classes,
-                    input_channels=data.input_channels)
-        metrics.update(madds=int(c["madds"][0]), params=int(c["params"][0]))
-        log(f"{space.name} {arch_str}: {metrics['madds'] / 1e6:.2f}M MAdds, {len(data.train)} train images")
-        if fail_with == "crash":
-            raise RuntimeError("injected crash")
-        if fail_with == "nan":
-            with torch_no_grad():
-                for p in model.parameters():
-                    p.fill_(float("nan"))
-        res = train_model(model, data, cfg, int(seed), log=log)
-        metrics.update(res)
-        metrics.update(status="ok", accuracy=res["val_accuracy"], error=None)
-        if cfg.save_weights:
-            import io
-
-            import torch
-
-            buf = io.BytesIO()
-            torch.save(model.state_dict(), buf)
-            atomic_write_bytes(out_dir / "model.pt", buf.getvalue())
-    except Exception as exc:  # noqa: BLE001 - every failure of one trial is data, not a crash
-        kind = "out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
-        metrics.update(status="failed", accuracy=None, error=f"{kind}: {exc}")
-        log("FAILED\n" + traceback.format_exc())
-    now = time.time()
-    metrics.update(wall_seconds=now - t0, finished_at=now, versions=_versions())
-    metrics.setdefault("device", "unknown")
-    atomic_write_text(out_dir / "log.txt", "\n".join(lines) + "\n")
-    atomic_write_json(out_dir / "metrics.json", metrics)  # last: its presence means finished
-    return metrics
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
+        body(metrics, rec.log)
+        metrics.setdefault("status", Status.OK)
+        metrics.setdefault("error", None)
+    except PROGRAMMING_ERRORS:
+        rec.log("ERROR in the code (not a failed trial)\n" + traceback.format_exc())
+        atomic_write_text(out_dir / LOG, "\n".join(rec.lines) + "\n")
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure of one model is data
+        metrics.update(status=Status.FAILED, error=failure_message(exc), **(on_failure or {}))
+        rec.log("FAILED\n" + traceback.format_exc())
+    return rec.finish(metrics, torch=torch)

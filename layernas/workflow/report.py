@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.store import read_metrics
+from layernas.store.records import read_metrics
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:

@@ -1,270 +1,35 @@
-"""Library side of the Snakemake workflow: config checks, paths, stage inputs and the
-stage-by-stage driver steps the rule scripts call. Kept here (not in .smk files) so it is
-tested without Snakemake and the rules stay thin.
-
-Files of one search (``R`` = results directory, r = sweep, l = layer, both 0-based):
-
-    R/search/r{r}/l{l}/children.parquet   checkpoint: children of stage (r, l) + action
-    R/trials/{key}/metrics.json           one trial (trial.json, log.txt beside it)
-    R/search/r{r}/l{l}/buckets.parquet    table(r, l): the memorial table M_l after (r, l)
-    R/search/r{r}/l{l}/history.parquet    every child generated up to and including (r, l)
-    R/search/summary.json, history.parquet, tables.parquet, top.parquet   after the search
-"""
+"""The stage steps the rule scripts call (children, aggregate, summary) and the walk over the
+stages the finished checkpoints tell of. Kept here, not in .smk files, so it is tested without
+Snakemake and the rules stay thin. Paths come from ``layernas.store.layout``; the search logic
+itself (which children, which bucket table) from ``layernas.core.search``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from layernas.search import (
+from layernas.core.search import (
     Geometry,
     SearchConfig,
-    check_target_reachable,
     finish_stage,
     plan_stage,
     results_from_history,
     stage_before,
     stage_children,
 )
-from layernas.space import Space, SpaceError, load_space
-from layernas.store import atomic_write_json, atomic_write_parquet, config_hash, trial_key
-
-EVALUATORS = ("train", "tabular")
-
-
-class ConfigError(ValueError):
-    """A workflow config problem, named by field and value, found before any job starts."""
-
-
-# --------------------------------------------------------------------------- config
-
-
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def normalize_config(config: dict) -> None:
-    """First thing the Snakefile runs. Accepts numbers that YAML 1.1 reads as strings
-    (``2.6e6`` without an exponent sign is a string to PyYAML), so a user's natural notation
-    passes schema validation; then checks the schema itself and stops the process with one
-    line naming the field and value (Snakemake's own ``validate``, which follows, would print
-    the whole schema for an unknown key)."""
-    target = config.get("target")
-    if isinstance(target, dict):
-        for k in ("min", "max"):
-            v = target.get(k)
-            if isinstance(v, str):
-                try:
-                    target[k] = float(v)
-                except ValueError:
-                    pass  # the schema check names the field
-    try:
-        check_schema(config)
-    except ConfigError as exc:
-        raise SystemExit(f"layernas: config error: {exc}") from None
-
-
-def _show(value: Any) -> str:
-    """A config value as the user wrote it in YAML (null, true, 'text', 3)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)
-    return repr(value)
-
-
-def check_schema(config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """Raise ConfigError naming the field and value of the first schema violation (no-op when
-    the schema file is not next to the package, e.g. a non-editable install: Snakemake's
-    validate still runs)."""
-    schema_path = Path(schema_path)
-    if not schema_path.is_file():
-        return
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(schema_path.read_text())
-    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
-    if err is not None:
-        raise ConfigError(_schema_message(err))
-
-
-def _schema_message(err) -> str:
-    path = ".".join(str(p) for p in err.absolute_path)
-    kind, want, got = err.validator, err.validator_value, err.instance
-    if kind == "additionalProperties" and isinstance(got, dict):
-        known = list(err.schema.get("properties", {}))
-        extra = sorted(k for k in got if k not in known)
-        if extra:
-            field = f"{path}.{extra[0]}" if path else extra[0]
-            return (f"config field {field!r}: unknown field (value {_show(got[extra[0]])}); "
-                    f"known fields{' of ' + path if path else ''}: {', '.join(known)}")
-    if kind == "required" and isinstance(got, dict):
-        missing = [k for k in want if k not in got]
-        if missing:
-            field = f"{path}.{missing[0]}" if path else missing[0]
-            return f"config field {field!r}: is required{' in ' + path if path else ''}"
-    field = path or "(top level)"
-    if kind == "type":
-        types = " or ".join(want) if isinstance(want, list) else want
-        return f"config field {field!r}: must be of type {types}, got {_show(got)}"
-    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
-        return f"config field {field!r}: must be {op} {want}, got {_show(got)}"
-    if kind == "enum":
-        return f"config field {field!r}: must be one of {', '.join(map(str, want))}, got {_show(got)}"
-    return f"config field {field!r}: {err.message}"
-
-
-def _field_error(section: str, exc: Exception) -> ConfigError:
-    """ConfigError for a message from a section's own checks: ``train.lr: must be > 0`` becomes
-    ``config field 'train.lr': must be > 0`` (the field named once)."""
-    msg = str(exc)
-    head, sep, rest = msg.partition(": ")
-    if sep and (head == section or head.startswith(section + ".")) and " " not in head:
-        return ConfigError(f"config field {head!r}: {rest}")
-    return ConfigError(f"config field {section!r}: {msg}")
-
-
-def search_config(config: dict) -> SearchConfig:
-    t, s = config["target"], config["search"]
-    return SearchConfig(
-        target_min=float(t["min"]),
-        target_max=float(t["max"]),
-        buckets=int(s["buckets"]),
-        replicas=int(s["replicas"]),
-        per_sweep=int(s["per_sweep"]),
-        budget=None if s.get("budget") in (None, 0) else int(s["budget"]),
-        metric=t.get("metric", "madds"),
-    )
-
-
-def cost_kwargs(config: dict) -> dict:
-    """Input size / classes for costing: the data set's, when training; else the space's."""
-    out = {}
-    for key in ("input_size", "num_classes", "input_channels"):
-        if config.get("cost", {}).get(key):
-            out[key] = int(config["cost"][key])
-    return out
-
-
-def oracle_spec(config: dict, space: Space):
-    from layernas.oracle import load_oracle
-
-    return load_oracle(str(config["oracle"]), space)
-
-
-from layernas.trialjob import train_hash  # noqa: E402  (shared with the light trial job)
-
-
-def validate(config: dict) -> None:
-    """Semantic checks the JSON schema cannot express; raise ConfigError naming the field."""
-    try:
-        space = load_space(config["space"])
-    except SpaceError as exc:
-        raise ConfigError(f"config field 'space': {exc}") from None
-    if config["evaluator"] not in EVALUATORS:
-        raise ConfigError(f"config field 'evaluator': must be one of {', '.join(EVALUATORS)}, "
-                          f"got {_show(config['evaluator'])}")
-    t = config["target"]
-    if float(t["min"]) > float(t["max"]):
-        raise ConfigError(f"config field 'target.min': {t['min']:g} is above target.max {t['max']:g}")
-    try:
-        cfg = search_config(config)
-    except ValueError as exc:
-        raise ConfigError(f"config field 'search'/'target': {exc}") from None
-    try:
-        check_target_reachable(space, cfg, **cost_kwargs(config))
-    except ValueError as exc:
-        raise ConfigError(f"config field 'target': {exc}") from None
-    if config["evaluator"] == "tabular":
-        if not config.get("oracle"):
-            raise ConfigError("config field 'oracle': evaluator 'tabular' needs an oracle (table path or "
-                              f"module:function), got {_show(config.get('oracle'))}")
-        try:
-            oracle_spec(config, space)
-        except ValueError as exc:
-            raise ConfigError(f"config field 'oracle': {exc}") from None
-    elif space.backbone == "additive":
-        raise ConfigError(
-            f"config field 'evaluator': space {space.name} has no network to train; use evaluator: tabular"
-        )
-    else:
-        from layernas.data import check_source
-        from layernas.train import validate_train_config
-
-        try:
-            train = validate_train_config(config["train"])
-            check_source(train.dataset, train.data_dir)  # files only, nothing is loaded
-        except (TypeError, ValueError) as exc:
-            raise _field_error("train", exc) from None
-        final = config.get("final") or {}
-        if final.get("activate", True):
-            from layernas.final import FinalConfig
-
-            try:
-                FinalConfig.from_dict(final)
-            except (TypeError, ValueError) as exc:
-                raise _field_error("final", exc) from None
-    validate_transfer(config)
-
-
-def transfer_plan(config: dict) -> dict[str, Any]:
-    """What the transfer stage will use: ``coco_root`` (the user's COCO-layout directory) or
-    ``gen`` (fields of the generated set), and ``recipe`` (TransferConfig fields). The seeds
-    default to the run's seed so one config value makes the whole run reproducible."""
-    t = config.get("transfer") or {}
-    data = dict(t.get("data") or {})
-    recipe = dict(t.get("recipe") or {})
-    recipe.setdefault("seed", int(config.get("seed", 0)))
-    root = data.pop("coco_root", None)
-    if root is not None:
-        return {"coco_root": str(root), "gen": None, "recipe": recipe}
-    data.setdefault("seed", int(config.get("seed", 0)))
-    return {"coco_root": None, "gen": data, "recipe": recipe}
-
-
-def transfer_runs(config: dict) -> bool:
-    """Whether the transfer stage has work: it is on and there are final models."""
-    return bool((config.get("transfer") or {}).get("activate")) and config.get("evaluator") == "train" \
-        and bool((config.get("final") or {}).get("activate", True))
-
-
-def validate_transfer(config: dict) -> None:
-    """Raise ConfigError for a transfer section that would fail only after the search."""
-    # The stage transfers the final models; a run without them (evaluator tabular, or
-    # final.activate false) has nothing to transfer, and the embedded config.yaml that every
-    # run inherits turns transfer on, so that is not an error.
-    if not transfer_runs(config):
-        return
-    from layernas.detdata import GenConfig, split_paths
-    from layernas.transfer import TransferConfig
-
-    plan = transfer_plan(config)
-    try:
-        recipe = TransferConfig.from_dict(plan["recipe"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field 'transfer.recipe': {exc}") from None
-    if plan["coco_root"] is not None:
-        try:
-            for split in (recipe.train_split, recipe.val_split):
-                split_paths(plan["coco_root"], split)
-        except ValueError as exc:
-            raise ConfigError(f"config field 'transfer.data.coco_root': {exc}") from None
-    else:
-        try:
-            GenConfig.from_dict(plan["gen"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"config field 'transfer.data': {exc}") from None
-
+from layernas.core.space import load_space
+from layernas.core.status import Action, Status, search_summary
+from layernas.evaluate.recipe import final_key, train_hash
+from layernas.store.files import atomic_write_json, atomic_write_parquet
+from layernas.store.keys import trial_key
+from layernas.store.layout import Layout
+from layernas.store.records import metrics_accuracy, read_metrics
+from layernas.workflow.config import cost_kwargs, search_config
 
 # --------------------------------------------------------------------------- context
 
@@ -274,13 +39,14 @@ class Context:
 
     def __init__(self, config: dict):
         self.config = config
-        self.results = Path(config.get("results", "results"))
+        self.layout = Layout(config.get("results", "results"))
+        self.results = self.layout.root
         self.space = load_space(config["space"])
         self.search = search_config(config)
         self.cost_kwargs = cost_kwargs(config)
         self.geo = Geometry.of(self.space, self.search, **self.cost_kwargs)
         self.seed = int(config.get("seed", 0))
-        self.train_hash = train_hash(config, self.space)
+        self.train_hash = train_hash(config)
 
     @property
     def signature(self) -> dict:
@@ -294,21 +60,21 @@ class Context:
     def key(self, arch: str) -> str:
         return trial_key(self.space.space_id, arch, self.train_hash, self.seed)
 
-    # paths
-    def stage_dir(self, r: int, l: int) -> Path:
-        return self.results / "search" / f"r{r}" / f"l{l}"
+    def final_key(self, arch: str) -> str:
+        return final_key(self.space.space_id, arch, self.config)
 
+    # paths (strings: Snakemake input functions and pandas take them as they are)
     def children_path(self, r: int, l: int) -> str:
-        return str(self.stage_dir(r, l) / "children.parquet")
+        return str(self.layout.children(r, l))
 
     def buckets_path(self, r: int, l: int) -> str:
-        return str(self.stage_dir(r, l) / "buckets.parquet")
+        return str(self.layout.buckets(r, l))
 
     def history_path(self, r: int, l: int) -> str:
-        return str(self.stage_dir(r, l) / "history.parquet")
+        return str(self.layout.history(r, l))
 
     def trial_path(self, key: str) -> str:
-        return str(self.results / "trials" / key / "metrics.json")
+        return str(self.layout.trial_metrics(key))
 
     # stage inputs (file names only; used by the rules' input functions)
     def children_inputs(self, r: int, l: int) -> dict[str, str]:
@@ -360,29 +126,20 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
     planned = planned.assign(stopped=stopped)
     atomic_write_parquet(out, planned)
     # Metadata for `layernas status` / audit (same content every stage, written atomically).
-    atomic_write_json(ctx.results / "search" / "search.json", {**ctx.signature, "target": [
+    atomic_write_json(ctx.layout.search_meta, {**ctx.signature, "target": [
         ctx.search.target_min, ctx.search.target_max], "metric": ctx.search.metric,
         "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"]})
     return planned
 
 
-def keys_to_evaluate(children: pd.DataFrame) -> list[str]:
-    return list(children.loc[children["action"] == "evaluate", "key"])
+def keys_to_evaluate(children_path: str) -> list[str]:
+    """Trial keys stage (r, l) evaluates, from its children table (memoised read)."""
+    kids = read_parquet_cached(children_path)
+    return list(kids.loc[kids["action"] == Action.EVALUATE, "key"])
 
 
-def read_metrics(path: str | Path) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def metrics_accuracy(metrics: dict) -> float:
-    """The proxy metric of a finished trial: validation accuracy, nan when it failed."""
-    if metrics.get("status") != "ok":
-        return float("nan")
-    for name in ("accuracy", "val_accuracy", "val_acc"):
-        if metrics.get(name) is not None:
-            return float(metrics[name])
-    return float("nan")
+def final_keys_of(top_path: str) -> list[str]:
+    return list(pd.read_parquet(top_path)["final_key"])
 
 
 def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], buckets_out: str, history_out: str) -> None:
@@ -391,7 +148,7 @@ def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], bucket
     hist = _maybe(inputs.get("history"))
     evaluated = results_from_history(hist) if hist is not None else {}
     new = {}
-    for a, key in planned.loc[planned["action"] == "evaluate", ["arch", "key"]].itertuples(index=False):
+    for a, key in planned.loc[planned["action"] == Action.EVALUATE, ["arch", "key"]].itertuples(index=False):
         new[a] = metrics_accuracy(read_metrics(ctx.trial_path(key)))
     table, stage_hist = finish_stage(
         planned.drop(columns=["stopped"]),
@@ -439,14 +196,14 @@ def latest_tables(ctx: Context, stages: list[tuple[int, int]]) -> dict[int, str]
 
 def top_models(history: pd.DataFrame, config: SearchConfig, n: int) -> pd.DataFrame:
     """The n best distinct evaluated models in the target range (the final-stage input)."""
-    ok = history[history["status"].isin(["ok"]) & np.isfinite(history["accuracy"].astype(float))]
+    ok = history[(history["status"] == Status.OK) & np.isfinite(history["accuracy"].astype(float))]
     ok = ok[(ok["cost"] >= config.target_min) & (ok["cost"] <= config.target_max)]
     ok = ok.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
     return ok.drop_duplicates("arch").head(n).reset_index(drop=True)
 
 
 def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: dict[int, str], out: dict[str, str]) -> dict:
-    from layernas.search import best_in_target
+    from layernas.core.search import best_in_target
 
     hist = pd.read_parquet(history_in)
     frames = [pd.read_parquet(p) for _, p in sorted(tables.items())]
@@ -454,40 +211,17 @@ def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: 
     tables_df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     n_top = int(ctx.config.get("final", {}).get("top_n", 3))
     top = top_models(hist, ctx.search, n_top)
-    final_cfg = ctx.config.get("final", {})
-    top = top.assign(final_key=[final_key(ctx, a, final_cfg) for a in top["arch"]])
-    counts = hist["status"].value_counts().to_dict()
-    summary = {
-        "space": ctx.space.name,
-        "space_id": ctx.space.space_id,
-        "evaluator": ctx.config["evaluator"],
-        "target": [ctx.search.target_min, ctx.search.target_max],
-        "metric": ctx.search.metric,
-        "buckets": ctx.search.buckets,
-        "replicas": ctx.search.replicas,
-        "per_sweep": ctx.search.per_sweep,
-        "best": best_in_target(hist, ctx.search),
-        "trials": int(counts.get("ok", 0) + counts.get("failed", 0)),
-        "failed": int(counts.get("failed", 0)),
-        "cached": int(counts.get("cached", 0)),
-        "dropped": int(counts.get("dropped", 0)),
-        "sweeps": int(hist["sweep"].nunique()) if len(hist) else 0,
-        "stages": len(stages),
-        "stopped_by_budget": bool(stopped),
-        "budget": ctx.geo.budget,
-        "top": top[["arch", "key", "final_key", "cost", "accuracy"]].to_dict("records"),
-    }
+    top = top.assign(final_key=[ctx.final_key(a) for a in top["arch"]])
+    summary = search_summary(
+        ctx.space, ctx.search, hist, best_in_target(hist, ctx.search), stopped, ctx.geo.budget,
+        evaluator=ctx.config["evaluator"], stages=len(stages),
+        top=top[["arch", "key", "final_key", "cost", "accuracy"]].to_dict("records"),
+    )
     atomic_write_parquet(out["history"], hist)
     atomic_write_parquet(out["tables"], tables_df)
     atomic_write_parquet(out["top"], top)
     atomic_write_json(out["summary"], summary)
     return summary
-
-
-def final_key(ctx: Context, arch: str, final_cfg: dict) -> str:
-    h = config_hash({"final": {k: v for k, v in final_cfg.items() if k not in ("activate", "top_n")},
-                     "train": ctx.config.get("train")})
-    return trial_key(ctx.space.space_id, arch, h, ctx.seed)
 
 
 # --------------------------------------------------------------------------- key lookup
@@ -496,11 +230,12 @@ def final_key(ctx: Context, arch: str, final_cfg: dict) -> str:
 def arch_for_key(results: str | Path, key: str) -> str:
     """The arch of a trial key, from the children tables on disk (cluster jobs re-parse the
     Snakefile without the driver's memory, so the lookup must work from files alone)."""
-    for path in sorted(Path(results, "search").glob("r*/l*/children.parquet")):
+    layout = Layout(results)
+    for path in layout.stage_files("children.parquet"):
         arch = _arch_by_key(str(path), "key").get(key)
         if arch is not None:
             return arch
-    top = Path(results, "search", "top.parquet")
+    top = layout.top
     if top.exists():
         arch = _arch_by_key(str(top), "final_key").get(key)
         if arch is not None:
@@ -525,7 +260,3 @@ def _arch_index(path: str, column: str, mtime_ns: int, size: int) -> dict[str, s
     return index
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(Path(path).read_text())

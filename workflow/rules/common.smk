@@ -1,16 +1,19 @@
 # Config checks, wildcard constraints and input functions. The logic lives in
-# layernas/workflow.py (tested without Snakemake); this file only adapts it to rules.
+# layernas/workflow/ (tested without Snakemake); this file only adapts it to rules.
 import sys
 
-from layernas.workflow import ConfigError, Context, transfer_plan, validate as validate_semantics, walk, latest_tables
+from layernas.store.layout import DETECTIONS
+from layernas.workflow.config import ConfigError, check_config, transfer_plan
+from layernas.workflow.stages import Context, arch_for_key, final_keys_of, keys_to_evaluate, latest_tables, walk
 
+# The one config check (layernas.workflow.config): one line naming field and value, no traceback.
 try:
-    validate_semantics(config)
+    check_config(config)
 except ConfigError as exc:
     sys.exit(f"layernas: config error: {exc}")
 
 CTX = Context(config)
-R = str(CTX.results)
+L = CTX.layout
 
 
 wildcard_constraints:
@@ -31,10 +34,7 @@ def stage_inputs_children(wc):
 def stage_inputs_aggregate(wc):
     r, l = int(wc.r), int(wc.l)
     inputs = CTX.aggregate_inputs(r, l)
-    import pandas as pd
-
-    kids = pd.read_parquet(children_of(r, l))
-    inputs["trials"] = [CTX.trial_path(k) for k in kids.loc[kids["action"] == "evaluate", "key"]]
+    inputs["trials"] = [CTX.trial_path(k) for k in keys_to_evaluate(children_of(r, l))]
     return inputs
 
 
@@ -53,25 +53,23 @@ def summary_inputs(wc):
 def final_keys():
     if not (config["final"]["activate"] and config["evaluator"] == "train"):
         return []
-    import pandas as pd
-
-    return list(pd.read_parquet(checkpoints.search_summary.get().output.top)["final_key"])
+    return final_keys_of(checkpoints.search_summary.get().output.top)
 
 
 def final_targets():
-    return expand(f"{R}/final/{{key}}/metrics.json", key=final_keys())
+    return [str(L.final_metrics(k)) for k in final_keys()]
 
 
 def transfer_targets():
     if not config["transfer"]["activate"]:
         return []
-    return expand(f"{R}/transfer/{{key}}/metrics.json", key=final_keys())
+    return [str(L.transfer_metrics(k)) for k in final_keys()]
 
 
 def all_targets(wc):
-    targets = [f"{R}/search/summary.json"]
+    targets = [str(L.summary)]
     targets += final_targets()
     targets += transfer_targets()
     if config["report"]["activate"]:
-        targets.append(f"{R}/report/.done")
+        targets.append(str(L.report(".done")))
     return targets

@@ -3,13 +3,13 @@
 
 rule final:
     output:
-        f"{R}/final/{{key}}/metrics.json",
+        str(L.final_metrics("{key}")),
     log:
-        f"{R}/logs/final/{{key}}.log",
+        str(L.log("final", "{key}")),
     benchmark:
-        f"{R}/benchmarks/final/{{key}}.tsv"
+        str(L.benchmark("final", "{key}"))
     params:
-        arch=lambda wc: arch_for_key(R, wc.key),
+        arch=lambda wc: arch_for_key(L.root, wc.key),
     threads: config["resources"]["final"]["threads"]
     resources:
         runtime=config["resources"]["final"]["runtime"],

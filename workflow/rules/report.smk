@@ -3,26 +3,26 @@
 
 rule report_plots:
     input:
-        summary=f"{R}/search/summary.json",
-        history=f"{R}/search/history.parquet",
-        tables=f"{R}/search/tables.parquet",
+        summary=str(L.summary),
+        history=str(L.full_history),
+        tables=str(L.tables),
         final=lambda wc: final_targets(),
         transfer=lambda wc: transfer_targets(),
     output:
-        progress=report(f"{R}/report/best_vs_trials.png", caption="../report/best_vs_trials.rst", category="Search"),
-        scatter=report(f"{R}/report/accuracy_vs_cost.png", caption="../report/accuracy_vs_cost.rst", category="Search"),
+        progress=report(str(L.report("best_vs_trials.png")), caption="../report/best_vs_trials.rst", category="Search"),
+        scatter=report(str(L.report("accuracy_vs_cost.png")), caption="../report/accuracy_vs_cost.rst", category="Search"),
         heatmaps=report(
-            directory(f"{R}/report/heatmaps"),
+            directory(str(L.report("heatmaps"))),
             patterns=["layer{layer}.png"],
             caption="../report/heatmap.rst",
             category="Bucket tables",
         ),
-        final=report(f"{R}/report/final_models.csv", caption="../report/final_models.rst", category="Final models"),
-        transfer=report(f"{R}/report/transfer.csv", caption="../report/transfer.rst", category="Detection transfer"),
-        failed=report(f"{R}/report/failed_trials.csv", caption="../report/failed_trials.rst", category="Search"),
-        done=touch(f"{R}/report/.done"),
+        final=report(str(L.report("final_models.csv")), caption="../report/final_models.rst", category="Final models"),
+        transfer=report(str(L.report("transfer.csv")), caption="../report/transfer.rst", category="Detection transfer"),
+        failed=report(str(L.report("failed_trials.csv")), caption="../report/failed_trials.rst", category="Search"),
+        done=touch(str(L.report(".done"))),
     log:
-        f"{R}/logs/report_plots.log",
+        str(L.log("report_plots")),
     conda:
         "../../envs/search.yaml"
     script:

@@ -5,9 +5,9 @@ checkpoint children:
     input:
         unpack(stage_inputs_children),
     output:
-        f"{R}/search/r{{r}}/l{{l}}/children.parquet",
+        str(L.children("{r}", "{l}")),
     log:
-        f"{R}/logs/children/r{{r}}_l{{l}}.log",
+        str(L.stage_log("children", "{r}", "{l}")),
     params:
         signature=CTX.signature,
     conda:
@@ -20,10 +20,10 @@ rule aggregate:
     input:
         unpack(stage_inputs_aggregate),
     output:
-        buckets=f"{R}/search/r{{r}}/l{{l}}/buckets.parquet",
-        history=f"{R}/search/r{{r}}/l{{l}}/history.parquet",
+        buckets=str(L.buckets("{r}", "{l}")),
+        history=str(L.history("{r}", "{l}")),
     log:
-        f"{R}/logs/aggregate/r{{r}}_l{{l}}.log",
+        str(L.stage_log("aggregate", "{r}", "{l}")),
     params:
         signature=CTX.signature,
     conda:
@@ -36,12 +36,12 @@ checkpoint search_summary:
     input:
         unpack(summary_inputs),
     output:
-        summary=f"{R}/search/summary.json",
-        history=f"{R}/search/history.parquet",
-        tables=f"{R}/search/tables.parquet",
-        top=f"{R}/search/top.parquet",
+        summary=str(L.summary),
+        history=str(L.full_history),
+        tables=str(L.tables),
+        top=str(L.top),
     log:
-        f"{R}/logs/search_summary.log",
+        str(L.log("search_summary")),
     params:
         signature=CTX.signature,
         final=config["final"],

@@ -6,9 +6,9 @@ TRANSFER = transfer_plan(config)
 
 rule detdata:
     output:
-        directory(f"{R}/transfer/data"),
+        directory(str(L.transfer_data)),
     log:
-        f"{R}/logs/transfer/detdata.log",
+        str(L.log("transfer", "detdata")),
     params:
         gen=TRANSFER["gen"],
     conda:
@@ -19,17 +19,17 @@ rule detdata:
 
 rule transfer:
     input:
-        final=f"{R}/final/{{key}}/metrics.json",
-        data=TRANSFER["coco_root"] or f"{R}/transfer/data",
+        final=str(L.final_metrics("{key}")),
+        data=TRANSFER["coco_root"] or str(L.transfer_data),
     output:
-        metrics=f"{R}/transfer/{{key}}/metrics.json",
-        detections=f"{R}/transfer/{{key}}/detections.json",
+        metrics=str(L.transfer_metrics("{key}")),
+        detections=str(L.transfer_dir("{key}") / DETECTIONS),
     log:
-        f"{R}/logs/transfer/{{key}}.log",
+        str(L.log("transfer", "{key}")),
     benchmark:
-        f"{R}/benchmarks/transfer/{{key}}.tsv"
+        str(L.benchmark("transfer", "{key}"))
     params:
-        arch=lambda wc: arch_for_key(R, wc.key),
+        arch=lambda wc: arch_for_key(L.root, wc.key),
         recipe=TRANSFER["recipe"],
     threads: config["resources"]["transfer"]["threads"]
     resources:

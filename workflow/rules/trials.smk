@@ -1,17 +1,16 @@
 # One job per trial, keyed by content: results/trials/{key}/ is reused by any stage, sweep or
 # later search that asks for the same (space, arch, training config, seed).
-from layernas.workflow import arch_for_key
 
 
 rule trial:
     output:
-        f"{R}/trials/{{key}}/metrics.json",
+        str(L.trial_metrics("{key}")),
     log:
-        f"{R}/logs/trials/{{key}}.log",
+        str(L.log("trials", "{key}")),
     benchmark:
-        f"{R}/benchmarks/trials/{{key}}.tsv"
+        str(L.benchmark("trials", "{key}"))
     params:
-        arch=lambda wc: arch_for_key(R, wc.key),
+        arch=lambda wc: arch_for_key(L.root, wc.key),
     threads: config["resources"]["trial"]["threads"]
     resources:
         runtime=config["resources"]["trial"]["runtime"],

@@ -2,7 +2,7 @@
 prev_next_children?, trials (metrics.json files); outputs: buckets, history."""
 import sys
 
-from layernas.workflow import Context, write_aggregate
+from layernas.workflow.stages import Context, write_aggregate
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:

@@ -1,7 +1,7 @@
 """Checkpoint children(r, l): snakemake.input.{history, parents_table} (optional), output[0]."""
 import sys
 
-from layernas.workflow import Context, write_children
+from layernas.workflow.stages import Context, write_children
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:

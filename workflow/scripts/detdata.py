@@ -1,9 +1,9 @@
 """Generate the offline COCO-format detection set (rule detdata): output[0] is the directory
 (annotations/instances_{train,val}.json, train/*.png, val/*.png, meta.json); params.gen holds
-`layernas.detdata.GenConfig` fields (seed filled in by layernas.workflow.transfer_plan)."""
+`layernas.detect.data.GenConfig` fields (seed filled in by layernas.workflow.stages.transfer_plan)."""
 import sys
 
-from layernas.detdata import GenConfig, generate
+from layernas.detect.data import GenConfig, generate
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:

@@ -2,13 +2,13 @@
 import sys
 from pathlib import Path
 
-from layernas.workflow import Context
+from layernas.workflow.stages import Context
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:
     sys.stderr = log
     ctx = Context(sm.config)
-    from layernas.final import run_final
+    from layernas.evaluate.final import run_final
 
     m = run_final(
         ctx.space, sm.params.arch, ctx.config["train"], ctx.config["final"], ctx.seed,

@@ -2,7 +2,7 @@
 outputs progress, scatter, heatmaps (dir), final (csv), done."""
 import sys
 
-from layernas.report import write_report_figures
+from layernas.workflow.report import write_report_figures
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:

@@ -2,7 +2,7 @@
 outputs summary, history, tables, top."""
 import sys
 
-from layernas.workflow import Context, latest_tables, walk, write_summary
+from layernas.workflow.stages import Context, latest_tables, walk, write_summary
 
 sm = snakemake  # noqa: F821
 with open(sm.log[0], "w") as log:

@@ -7,9 +7,9 @@ backbone's weights), input.data (COCO-layout directory), params.arch, params.rec
 import sys
 from pathlib import Path
 
-from layernas.space import parse_arch
-from layernas.transfer import TransferConfig, run_transfer
-from layernas.workflow import Context
+from layernas.core.space import parse_arch
+from layernas.detect.transfer import TransferConfig, run_transfer
+from layernas.workflow.stages import Context
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:

@@ -3,7 +3,7 @@ A failing trial writes status: failed (not an error for Snakemake), so the searc
 import sys
 from pathlib import Path
 
-from layernas.trialjob import run_trial_job
+from layernas.evaluate.trial import run_trial_job
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from layernas.space import Space
-from layernas.strategies.base import Arch, Strategy, Target
+from layernas.core.space import Space
+from layernas.core.strategies.base import Arch, Strategy, Target
 
 STRATEGY_NAMES = ("layernas", "random", "evolution", "ppo")
 ALIASES = {
@@ -50,7 +50,7 @@ def _layernas_factory(
     """LayerNAS over the range [target.lo, target.hi] (the engine is deterministic; the seed
     is kept for the interface). Budget None: the paper's bound H*K*sum|S_i| (a harness budget
     usually bites first)."""
-    from layernas.search import LayerNAS, SearchConfig  # search imports this package: import late
+    from layernas.core.search import LayerNAS, SearchConfig  # search imports this package: import late
 
     cfg = SearchConfig(
         target_min=target.lo, target_max=target.hi, buckets=buckets, replicas=replicas,
@@ -63,14 +63,14 @@ def _factory(name: str) -> Callable[..., Strategy]:
     if name == "layernas":
         return _layernas_factory
     if name == "random":
-        from layernas.strategies.random_search import RandomSearch
+        from layernas.core.strategies.random_search import RandomSearch
 
         return RandomSearch
     if name == "evolution":
-        from layernas.strategies.evolution import RegularizedEvolution
+        from layernas.core.strategies.evolution import RegularizedEvolution
 
         return RegularizedEvolution
-    from layernas.strategies.ppo import PPO
+    from layernas.core.strategies.ppo import PPO
 
     return PPO
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from layernas.cost import cost_of
-from layernas.space import Space
+from layernas.core.cost import cost_of
+from layernas.core.space import Space
 
 Arch = tuple[int, ...]
 

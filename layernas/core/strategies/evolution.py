@@ -19,10 +19,10 @@ from collections import deque
 
 import numpy as np
 
-from layernas.space import Space
-from layernas.strategies.base import Arch, Strategy, Target
-from layernas.strategies.ppo import MNAS_W, mnas_reward
-from layernas.strategies.random_search import InTargetSampler, uniform_archs
+from layernas.core.space import Space
+from layernas.core.strategies.base import Arch, Strategy, Target
+from layernas.core.strategies.ppo import MNAS_W, mnas_reward
+from layernas.core.strategies.random_search import InTargetSampler, uniform_archs
 
 
 def mutate(arch: Arch, sizes: tuple[int, ...], rng: np.random.Generator) -> Arch:

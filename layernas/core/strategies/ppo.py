@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from layernas.space import Space
-from layernas.strategies.base import Arch, Strategy, Target
+from layernas.core.space import Space
+from layernas.core.strategies.base import Arch, Strategy, Target
 
 MNAS_W = -0.07
 

@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 
-from layernas.cost import cost_of
-from layernas.space import Space
-from layernas.strategies.base import Arch, Strategy, Target
+from layernas.core.cost import cost_of
+from layernas.core.space import Space
+from layernas.core.strategies.base import Arch, Strategy, Target
 
 
 def uniform_archs(space: Space, rng: np.random.Generator, n: int) -> np.ndarray:

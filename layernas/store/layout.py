@@ -1,0 +1,141 @@
+"""The results layout: the one place that decides where every file of a search lives.
+
+Writers (rule scripts, ``layernas search --out``), readers (status, audit, report) and the
+Snakemake rules (their output patterns) all ask this module, so moving a file is a one-line
+change here. Every method takes ``int | str`` for the sweep ``r``, layer ``l`` and ``key``,
+so the same call gives a concrete path (``children(0, 3)``) or a Snakemake pattern
+(``children("{r}", "{l}")``).
+
+    R/search/search.json                    what decides the search (status/audit read it)
+    R/search/r{r}/l{l}/children.parquet     checkpoint: children of stage (r, l) + action
+    R/search/r{r}/l{l}/buckets.parquet      table(r, l): the memorial table M_l after (r, l)
+    R/search/r{r}/l{l}/history.parquet      every child generated up to and including (r, l)
+    R/search/{summary.json, history.parquet, tables.parquet, top.parquet}   after the search
+    R/trials/{key}/{trial.json, log.txt, metrics.json, finished.json, model.pt}
+    R/final/{key}/...   R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
+    R/logs/{kind}/{name}.log   R/benchmarks/{kind}/{name}.tsv   R/report/
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# File names inside one record directory (a trial, a final retraining, a transfer).
+INPUTS = "trial.json"      # what was asked: space, arch, recipe, seed
+METRICS = "metrics.json"   # written last and atomically: its presence means "finished"
+LOG = "log.txt"
+RECORD = "finished.json"   # second copy of metrics.json that Snakemake does not delete on a rerun
+WEIGHTS = "model.pt"
+DETECTIONS = "detections.json"
+RECORD_FILES = (INPUTS, METRICS, LOG)
+
+# Areas holding one directory per content key.
+KEYED_AREAS = ("trials", "final", "transfer")
+
+STAGE_DIR = re.compile(r"r(\d+)/l(\d+)")
+
+Part = int | str
+
+
+class Layout:
+    """Paths of one results directory (``results:`` in the config)."""
+
+    def __init__(self, root: str | Path = "results", search_dir: str | Path | None = None):
+        self.root = Path(root)
+        # `layernas search --out DIR` writes only the search part, with DIR as its search dir.
+        self._search = Path(search_dir) if search_dir is not None else self.root / "search"
+
+    def __repr__(self) -> str:
+        return f"Layout({str(self.root)!r})"
+
+    # search stages
+    @property
+    def search_dir(self) -> Path:
+        return self._search
+
+    def stage_dir(self, r: Part, l: Part) -> Path:
+        return self.search_dir / f"r{r}" / f"l{l}"
+
+    def children(self, r: Part, l: Part) -> Path:
+        return self.stage_dir(r, l) / "children.parquet"
+
+    def buckets(self, r: Part, l: Part) -> Path:
+        return self.stage_dir(r, l) / "buckets.parquet"
+
+    def history(self, r: Part, l: Part) -> Path:
+        return self.stage_dir(r, l) / "history.parquet"
+
+    def stage_files(self, pattern: str = "*.parquet") -> list[Path]:
+        """Every stage file matching ``pattern`` (e.g. "children.parquet"), sorted."""
+        return sorted(self.search_dir.glob(f"r*/l*/{pattern}"))
+
+    # after the search
+    @property
+    def search_meta(self) -> Path:
+        return self.search_dir / "search.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.search_dir / "summary.json"
+
+    @property
+    def full_history(self) -> Path:
+        return self.search_dir / "history.parquet"
+
+    @property
+    def tables(self) -> Path:
+        return self.search_dir / "tables.parquet"
+
+    @property
+    def top(self) -> Path:
+        return self.search_dir / "top.parquet"
+
+    # keyed records
+    def area(self, name: str) -> Path:
+        if name not in KEYED_AREAS:
+            raise ValueError(f"area: must be one of {', '.join(KEYED_AREAS)}, got {name!r}")
+        return self.root / name
+
+    def trial_dir(self, key: Part) -> Path:
+        return self.root / "trials" / str(key)
+
+    def trial_metrics(self, key: Part) -> Path:
+        return self.trial_dir(key) / METRICS
+
+    def final_dir(self, key: Part) -> Path:
+        return self.root / "final" / str(key)
+
+    def final_metrics(self, key: Part) -> Path:
+        return self.final_dir(key) / METRICS
+
+    def transfer_dir(self, key: Part) -> Path:
+        return self.root / "transfer" / str(key)
+
+    def transfer_metrics(self, key: Part) -> Path:
+        return self.transfer_dir(key) / METRICS
+
+    @property
+    def transfer_data(self) -> Path:
+        return self.root / "transfer" / "data"
+
+    def failed_dir(self, key: str, n: int) -> Path:
+        return self.root / "failed" / f"{key}.{n}"
+
+    # logs, benchmarks, report
+    def log(self, kind: str, name: str | None = None) -> Path:
+        """``logs/{kind}/{name}.log``, or ``logs/{kind}.log`` for a one-off job."""
+        return self.root / "logs" / (f"{kind}.log" if name is None else f"{kind}/{name}.log")
+
+    def stage_log(self, kind: str, r: Part, l: Part) -> Path:
+        return self.root / "logs" / kind / f"r{r}_l{l}.log"
+
+    def benchmark(self, kind: str, name: str) -> Path:
+        return self.root / "benchmarks" / kind / f"{name}.tsv"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def report(self, name: str) -> Path:
+        return self.report_dir / name
