@@ -74,3 +74,39 @@ def test_same_seed_same_trial_metrics(tmp_path):
     a = run_trial(space, "min", TRAIN, 5, tmp_path / "a")
     b = run_trial(space, "min", TRAIN, 5, tmp_path / "b")
     assert (a["accuracy"], a["val_loss"]) == (b["accuracy"], b["val_loss"])
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    """Atomic writes go through a private temp file; the result must still get the mode
+    open() would give under the user's umask, so teammates can read shared results."""
+    import os
+    import subprocess
+    import sys
+
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        path = tmp_path / f"m{mask:o}.json"
+        code = (f"import os; os.umask({mask}); from layernas.store.files import atomic_write_json; "
+                f"atomic_write_json({str(path)!r}, {{'a': 1}})")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        assert os.stat(path).st_mode & 0o777 == mode, f"umask {mask:o}"
+
+
+def test_a_programming_error_is_raised_not_recorded_as_a_failed_trial(tmp_path):
+    import pytest
+
+    from layernas.store.records import record_run
+
+    def buggy(metrics, log):
+        raise AttributeError("module 'layernas' has no attribute 'trian_model'")
+
+    with pytest.raises(AttributeError):
+        record_run(tmp_path / "bug", {"arch": "0"}, {}, buggy)
+    assert not is_finished(tmp_path / "bug")  # nothing says "finished": the job is redone once fixed
+    assert "ERROR in the code" in (tmp_path / "bug" / "log.txt").read_text()
+
+    def model_fails(metrics, log):
+        raise RuntimeError("CUDA out of memory")
+
+    m = record_run(tmp_path / "oom", {"arch": "0"}, {}, model_fails, torch=False, on_failure={"accuracy": None})
+    assert m["status"] == "failed" and m["error"].startswith("out of memory") and m["accuracy"] is None
+    assert json.loads((tmp_path / "oom" / "metrics.json").read_text()) == m

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from trial_records import evaluated_at
 
-from layernas.core.search import SearchConfig, run_search
+from layernas.core.driver import run_search
+from layernas.core.search import SearchConfig
 from layernas.core.space import load_space
 from layernas.examples.toy import appendix_i
 
@@ -244,6 +245,26 @@ def test_training_run_ends_with_final_models_and_transfer_table(training_run):
 
 
 TRANSFER_ONLY_CHANGE = {"transfer": {"recipe": {"epochs": 1}}}
+
+
+@pytest.mark.slow
+def test_unhashed_train_fields_rerun_no_trial_and_no_final_retraining(training_run):
+    """Where and how fast a trial runs (threads, device, logging) is not part of any key:
+    changing it leaves every trial and every final retraining done."""
+    base, wd = training_run
+    proc = snakemake(wd, "-n", base=str(base), overrides={"train": {"threads": 2, "log_every": 7, "device": "cpu"}})
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+
+
+def test_a_stage_whose_every_trial_failed_stops_the_search(tmp_path):
+    """An evaluator that fails for every arch is a broken set-up, not a search result: the run
+    stops at the first stage with the common error instead of "succeeding" with no model."""
+    proc = snakemake(tmp_path / "wd", overrides={"oracle": "layernas.examples.toy:broken"}, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "every trial of sweep 0 layer 0 failed" in out and "simulated broken evaluator" in out
+    assert "layernas retry-failed" in out
+    assert not (tmp_path / "wd" / "results" / "search" / "summary.json").exists()
 
 
 # --------------------------------------------------------------------------- reliability

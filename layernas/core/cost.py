@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from layernas.core.space import NB201_OPS, Space, SpaceError
+from layernas.core.arch import NB201_OPS, Space, SpaceError
 
 METRICS = ("madds", "params")
 

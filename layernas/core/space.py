@@ -1,6 +1,6 @@
 """Search spaces: ordered layers, each an ordered list of options, most expensive first.
 
-A space is read from YAML (`layernas/spaces/<name>.yaml` or a user path) and validated up
+A space is read from YAML (`layernas/core/spaces/<name>.yaml` or a user path) and validated up
 front, so a malformed file fails with the field and line of the problem instead of a
 KeyError deep inside a search. Option 0 of every layer is the default o_i (the most
 expensive option); the engine relies on that ordering for Eq. 4 bucket bounds and for the
@@ -17,119 +17,26 @@ Backbones (how options become a network and a cost):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import dataclass, field
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-BACKBONES = ("additive", "mobilenet", "nb201", "nats")
-ACTIVATIONS = ("relu", "relu6", "hswish", "swish")
-NB201_OPS = ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none")
-
-
-class SpaceError(ValueError):
-    """A space definition is malformed; the message names the field (and line when known)."""
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One searched decision. ``options`` are dicts of fields (e.g. kernel, expanded)."""
-
-    name: str
-    options: tuple[dict[str, Any], ...]
-    labels: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.options)
-
-
-@dataclass(frozen=True)
-class Space:
-    name: str
-    version: int
-    backbone: str
-    layers: tuple[Layer, ...]
-    network: dict[str, Any] = field(default_factory=dict)
-    input_size: int = 224
-    input_channels: int = 3
-    num_classes: int = 1000
-    description: str = ""
-    source: str = ""
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return tuple(len(layer) for layer in self.layers)
-
-    @cached_property
-    def space_id(self) -> str:
-        """Name + version + content hash: part of every trial key, so editing a space
-        file can never silently reuse trials trained on the old definition."""
-        blob = json.dumps(
-            {
-                "backbone": self.backbone,
-                "layers": [[layer.name, list(layer.options)] for layer in self.layers],
-                "network": self.network,
-            },
-            sort_keys=True,
-            default=str,
-        )
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-        return f"{self.name}@v{self.version}-{digest}"
-
-    def default_arch(self) -> tuple[int, ...]:
-        return (0,) * self.num_layers
-
-    def min_arch(self) -> tuple[int, ...]:
-        return tuple(n - 1 for n in self.sizes)
-
-    def option(self, layer: int, index: int) -> dict[str, Any]:
-        return self.layers[layer].options[index]
-
-    def check_arch(self, arch: tuple[int, ...]) -> tuple[int, ...]:
-        arch = tuple(int(x) for x in arch)
-        if len(arch) != self.num_layers:
-            raise ValueError(
-                f"arch {format_arch(arch)} has {len(arch)} layers; space {self.name} has {self.num_layers}"
-            )
-        for i, (x, n) in enumerate(zip(arch, self.sizes)):
-            if not 0 <= x < n:
-                raise ValueError(
-                    f"arch {format_arch(arch)}: option {x} of layer {i} ({self.layers[i].name}) "
-                    f"is out of range 0..{n - 1}"
-                )
-        return arch
-
-    def describe(self, arch: tuple[int, ...]) -> list[str]:
-        return [layer.labels[x] for layer, x in zip(self.layers, arch)]
-
-
-def format_arch(arch: tuple[int, ...] | list[int]) -> str:
-    return "-".join(str(int(x)) for x in arch)
-
-
-def parse_arch(text: str, space: Space | None = None) -> tuple[int, ...]:
-    """Parse ``3-0-12``; with a space, also ``default`` / ``min`` and range checks."""
-    text = str(text).strip()
-    if space is not None and text in ("default", "max"):
-        return space.default_arch()
-    if space is not None and text == "min":
-        return space.min_arch()
-    try:
-        arch = tuple(int(x) for x in text.split("-"))
-    except ValueError:
-        raise ValueError(f"arch {text!r} is not dash-joined option indices like 0-3-1") from None
-    return space.check_arch(arch) if space is not None else arch
-
+# The data model lives in layernas.core.arch (below the cost model); the loader gives it its
+# public face here, so callers import spaces and archs from one place.
+from layernas.core.arch import (  # noqa: F401
+    ACTIVATIONS,
+    BACKBONES,
+    NB201_OPS,
+    Layer,
+    Space,
+    SpaceError,
+    format_arch,
+    parse_arch,
+)
+from layernas.core.cost import order_options
 
 # --------------------------------------------------------------------------- loading
 
@@ -324,9 +231,6 @@ def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
         source=source,
         **ints,
     )
-    # Imported here: cost depends on space, and ordering needs the cost model.
-    from layernas.core.cost import order_options
-
     try:
         return order_options(space, raw_layers=layers_raw)
     except SpaceError as exc:

@@ -82,3 +82,9 @@ def separable_flaky(arch: tuple[int, ...]) -> float:
     if kind == "timeout":
         time.sleep(120)
     return separable(arch)
+
+
+def broken(arch: tuple[int, ...]) -> float:
+    """An evaluator that fails for every arch (as a missing data set or a dead oracle service
+    would), for the test that such a search stops at its first stage."""
+    raise RuntimeError("simulated broken evaluator")

@@ -27,7 +27,7 @@ from layernas.core.status import Action, Status, search_summary
 from layernas.evaluate.recipe import final_key, train_hash
 from layernas.store.files import atomic_write_json, atomic_write_parquet
 from layernas.store.keys import trial_key
-from layernas.store.layout import Layout
+from layernas.store.layout import LOG, Layout
 from layernas.store.records import metrics_accuracy, read_metrics
 from layernas.workflow.config import cost_kwargs, search_config
 
@@ -142,14 +142,36 @@ def final_keys_of(top_path: str) -> list[str]:
     return list(pd.read_parquet(top_path)["final_key"])
 
 
+class StageFailed(RuntimeError):
+    """Every trial of a stage failed the same way: a cause outside the models (no data, a
+    broken oracle, every model out of memory), so going on would only fail more trials."""
+
+
+def check_stage_not_all_failed(ctx: Context, r: int, l: int, records: dict[str, dict]) -> None:
+    """Stop the search when a stage's trials (two or more) all failed with the same kind of
+    error; one failed trial among good ones is a result, and the search goes on."""
+    if len(records) < 2 or any(m.get("status") != Status.FAILED for m in records.values()):
+        return
+    kinds = {str(m.get("error") or "").split(":")[0] for m in records.values()}
+    if len(kinds) != 1:
+        return
+    key, first = next(iter(records.items()))
+    raise StageFailed(
+        f"every trial of sweep {r} layer {l} failed ({len(records)} trials), e.g. {first.get('error')} "
+        f"(log: {ctx.layout.trial_dir(key) / LOG}). Fix the cause, then `layernas retry-failed {ctx.results}` "
+        "and run the same snakemake command again")
+
+
 def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], buckets_out: str, history_out: str) -> None:
     """Aggregate step: table(r, l) and the cumulative history after (r, l)."""
     planned = pd.read_parquet(inputs["children"])
     hist = _maybe(inputs.get("history"))
     evaluated = results_from_history(hist) if hist is not None else {}
-    new = {}
+    new, records = {}, {}
     for a, key in planned.loc[planned["action"] == Action.EVALUATE, ["arch", "key"]].itertuples(index=False):
-        new[a] = metrics_accuracy(read_metrics(ctx.trial_path(key)))
+        records[key] = read_metrics(ctx.trial_path(key))
+        new[a] = metrics_accuracy(records[key])
+    check_stage_not_all_failed(ctx, r, l, records)
     table, stage_hist = finish_stage(
         planned.drop(columns=["stopped"]),
         new,
