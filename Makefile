@@ -28,6 +28,7 @@ run: setup
 # collected") is turned into a failure so an empty run can never pass.
 test: setup
 	$(BIN)/ruff check layernas tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules/*.smk
 	$(BIN)/snakemake --lint --configfile .test/config.yaml -d $$(mktemp -d)
 	$(BIN)/pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
@@ -37,6 +38,7 @@ test-quick: setup
 
 lint: setup
 	$(BIN)/ruff check layernas tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules/*.smk
 	$(BIN)/snakemake --lint --configfile .test/config.yaml -d $$(mktemp -d)
 
 clean:

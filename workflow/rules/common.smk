@@ -4,7 +4,14 @@ import sys
 
 from layernas.store.layout import DETECTIONS
 from layernas.workflow.config import ConfigError, check_config, transfer_plan
-from layernas.workflow.stages import Context, arch_for_key, final_keys_of, keys_to_evaluate, latest_tables, walk
+from layernas.workflow.stages import (
+    Context,
+    arch_for_key,
+    final_keys_of,
+    keys_to_evaluate,
+    latest_tables,
+    walk,
+)
 
 # The one config check (layernas.workflow.config): one line naming field and value, no traceback.
 try:
@@ -47,7 +54,10 @@ def summary_inputs(wc):
     stages, _ = search_walk()
     last = stages[-1]
     tables = latest_tables(CTX, stages)
-    return {"history": CTX.history_path(*last), "tables": [tables[l] for l in sorted(tables)]}
+    return {
+        "history": CTX.history_path(*last),
+        "tables": [tables[l] for l in sorted(tables)],
+    }
 
 
 def final_keys():

@@ -8,14 +8,14 @@ rule final:
         str(L.log("final", "{key}")),
     benchmark:
         str(L.benchmark("final", "{key}"))
-    params:
-        arch=lambda wc: arch_for_key(L.root, wc.key),
+    conda:
+        "../../envs/layernas.yaml"
     threads: config["resources"]["final"]["threads"]
     resources:
         runtime=config["resources"]["final"]["runtime"],
         mem_mb=config["resources"]["final"]["mem_mb"],
         gpus=config["resources"]["final"]["gpus"],
-    conda:
-        "../../envs/train.yaml"
+    params:
+        arch=lambda wc: arch_for_key(L.root, wc.key),
     script:
         "../scripts/final.py"

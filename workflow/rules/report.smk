@@ -9,22 +9,42 @@ rule report_plots:
         final=lambda wc: final_targets(),
         transfer=lambda wc: transfer_targets(),
     output:
-        progress=report(str(L.report("best_vs_trials.png")), caption="../report/best_vs_trials.rst", category="Search"),
-        scatter=report(str(L.report("accuracy_vs_cost.png")), caption="../report/accuracy_vs_cost.rst", category="Search"),
+        progress=report(
+            str(L.report("best_vs_trials.png")),
+            caption="../report/best_vs_trials.rst",
+            category="Search",
+        ),
+        scatter=report(
+            str(L.report("accuracy_vs_cost.png")),
+            caption="../report/accuracy_vs_cost.rst",
+            category="Search",
+        ),
         heatmaps=report(
             directory(str(L.report("heatmaps"))),
             patterns=["layer{layer}.png"],
             caption="../report/heatmap.rst",
             category="Bucket tables",
         ),
-        final=report(str(L.report("final_models.csv")), caption="../report/final_models.rst", category="Final models"),
-        transfer=report(str(L.report("transfer.csv")), caption="../report/transfer.rst", category="Detection transfer"),
-        failed=report(str(L.report("failed_trials.csv")), caption="../report/failed_trials.rst", category="Search"),
+        final=report(
+            str(L.report("final_models.csv")),
+            caption="../report/final_models.rst",
+            category="Final models",
+        ),
+        transfer=report(
+            str(L.report("transfer.csv")),
+            caption="../report/transfer.rst",
+            category="Detection transfer",
+        ),
+        failed=report(
+            str(L.report("failed_trials.csv")),
+            caption="../report/failed_trials.rst",
+            category="Search",
+        ),
         done=touch(str(L.report(".done"))),
     log:
         str(L.log("report_plots")),
     conda:
-        "../../envs/search.yaml"
+        "../../envs/layernas.yaml"
     script:
         "../scripts/plots.py"
 

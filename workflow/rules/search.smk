@@ -8,10 +8,10 @@ checkpoint children:
         str(L.children("{r}", "{l}")),
     log:
         str(L.stage_log("children", "{r}", "{l}")),
+    conda:
+        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
-    conda:
-        "../../envs/search.yaml"
     script:
         "../scripts/children.py"
 
@@ -24,10 +24,10 @@ rule aggregate:
         history=str(L.history("{r}", "{l}")),
     log:
         str(L.stage_log("aggregate", "{r}", "{l}")),
+    conda:
+        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
-    conda:
-        "../../envs/search.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -42,11 +42,11 @@ checkpoint search_summary:
         top=str(L.top),
     log:
         str(L.log("search_summary")),
+    conda:
+        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
         final=config["final"],
-    conda:
-        "../../envs/search.yaml"
     script:
         "../scripts/summary.py"
 

@@ -9,10 +9,14 @@ rule detdata:
         directory(str(L.transfer_data)),
     log:
         str(L.log("transfer", "detdata")),
+    conda:
+        "../../envs/layernas.yaml"
+    threads: 1
+    resources:
+        runtime=config["resources"]["transfer"]["runtime"],
+        mem_mb=config["resources"]["transfer"]["mem_mb"],
     params:
         gen=TRANSFER["gen"],
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/detdata.py"
 
@@ -28,15 +32,15 @@ rule transfer:
         str(L.log("transfer", "{key}")),
     benchmark:
         str(L.benchmark("transfer", "{key}"))
-    params:
-        arch=lambda wc: arch_for_key(L.root, wc.key),
-        recipe=TRANSFER["recipe"],
+    conda:
+        "../../envs/layernas.yaml"
     threads: config["resources"]["transfer"]["threads"]
     resources:
         runtime=config["resources"]["transfer"]["runtime"],
         mem_mb=config["resources"]["transfer"]["mem_mb"],
         gpus=config["resources"]["transfer"]["gpus"],
-    conda:
-        "../../envs/train.yaml"
+    params:
+        arch=lambda wc: arch_for_key(L.root, wc.key),
+        recipe=TRANSFER["recipe"],
     script:
         "../scripts/transfer.py"

@@ -9,15 +9,15 @@ rule trial:
         str(L.log("trials", "{key}")),
     benchmark:
         str(L.benchmark("trials", "{key}"))
-    params:
-        arch=lambda wc: arch_for_key(L.root, wc.key),
+    conda:
+        "../../envs/layernas.yaml"
     threads: config["resources"]["trial"]["threads"]
     resources:
         runtime=config["resources"]["trial"]["runtime"],
         mem_mb=config["resources"]["trial"]["mem_mb"],
         gpus=config["resources"]["trial"]["gpus"],
-    conda:
-        "../../envs/train.yaml"
+    params:
+        arch=lambda wc: arch_for_key(L.root, wc.key),
     script:
         "../scripts/trial.py"
 
