@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.bench.harness import RunSpec, nb201_table, run_one
+from layernas.bench.harness import RunSpec, run_one
 from layernas.bench.nb201 import DATASETS
+from layernas.bench.tables import nb201_table
 
 CONFIGS = sorted({(h, 1) for h in (10, 30, 100, 300, 1000)} | {(h, k) for h in (10, 30) for k in (1, 2, 3)})
 CHECKPOINTS = (100, 300, 1000)

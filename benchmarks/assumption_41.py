@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.bench.harness import RunSpec, nb201_table, run_one
+from layernas.bench.harness import RunSpec, run_one
 from layernas.bench.nb201 import DATASETS
+from layernas.bench.tables import nb201_table
 from layernas.core.cost import layer_bounds
 from layernas.core.search import bucket_of
 

@@ -1,7 +1,7 @@
 """Overhead of the Snakemake driver against the in-process driver, same search, same run.
 
 A tabular search (synthetic separable oracle on mobilenet-tiny, budget N trials) runs
-(1) in-process (`layernas.core.search.run_search`) and (2) through the workflow (`snakemake
+(1) in-process (`layernas.core.driver.run_search`) and (2) through the workflow (`snakemake
 --cores C`, one job per trial), then (3) the finished workflow is re-run (nothing to do). With --slurm, (4) the same search
 through `snakemake --profile slurm` with every trial a SLURM job, with sacct's elapsed time
 per trial job: on the cluster that answers `sinfo`, or else on the local single-node cluster
@@ -47,7 +47,8 @@ def main() -> None:
         "search": {"buckets": BUCKETS, "replicas": 2, "per_sweep": 3, "budget": args.trials},
         "final": {"activate": False}, "report": {"activate": False},
     }
-    from layernas.core.search import SearchConfig, run_search
+    from layernas.core.driver import run_search
+    from layernas.core.search import SearchConfig
     from layernas.core.space import load_space
     from layernas.examples.toy import separable
 

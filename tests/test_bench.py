@@ -10,19 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layernas.bench.harness import (
-    _TABLES,
-    BenchTable,
-    RunSpec,
-    curve_summary,
-    load_table,
-    markdown_table,
-    run_bench,
-    run_one,
-    step_curve,
-    summarize,
-    user_table,
-)
+from layernas.bench.harness import _TABLES, RunSpec, run_bench, run_one, step_curve
+from layernas.bench.summary import curve_summary, markdown_table, summarize
+from layernas.bench.tables import BenchTable, load_table, user_table
 from layernas.cli.main import main
 from layernas.core.cost import cost_of
 from layernas.core.space import format_arch, load_space
@@ -94,7 +84,7 @@ def test_step_curve():
 
 
 def test_run_bench_summary_curves_and_plot(toy, tmp_path):
-    from layernas.bench.harness import plot_curves
+    from layernas.bench.summary import plot_curves
 
     res = run_bench({"toy": toy}, ["random", "re"], range(3), [1.0, 0.5], budget=20, workers=1)
     assert len(res.runs) == 12 and set(res.runs["strategy"]) == {"random", "evolution"}

@@ -10,17 +10,10 @@ import pandas as pd
 import pytest
 
 from layernas.core.cost import cost_of
-from layernas.core.search import (
-    LayerNAS,
-    SearchConfig,
-    bucket_of,
-    mark_expanded,
-    max_trials,
-    run_search,
-    select_parents,
-    update_table,
-)
+from layernas.core.driver import LayerNAS, run_search
+from layernas.core.search import SearchConfig, bucket_of, max_trials
 from layernas.core.space import format_arch, load_space, space_from_dict
+from layernas.core.tables import mark_expanded, select_parents, update_table
 from layernas.examples.toy import appendix_i, appendix_i_name
 
 

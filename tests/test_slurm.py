@@ -24,7 +24,8 @@ import yaml
 from conftest import real_slurm_conf
 from trial_records import evaluated_at
 
-from layernas.core.search import SearchConfig, run_search
+from layernas.core.driver import run_search
+from layernas.core.search import SearchConfig
 from layernas.core.space import load_space
 from layernas.examples.toy import appendix_i
 

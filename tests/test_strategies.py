@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from layernas.bench.harness import BenchTable, RunSpec, run_one
+from layernas.bench.harness import RunSpec, run_one
+from layernas.bench.tables import BenchTable
 from layernas.core.cost import cost_of
 from layernas.core.space import load_space
 from layernas.core.strategies import STRATEGY_NAMES, make_strategy, strategy_options

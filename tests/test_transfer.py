@@ -12,15 +12,10 @@ import torch
 from layernas.cli.main import main as cli
 from layernas.core.space import load_space, parse_arch
 from layernas.detect.data import GenConfig, generate, load_coco, split_paths
-from layernas.detect.transfer import (
-    TransferConfig,
-    build_detector,
-    coco_metrics,
-    found_features,
-    match_reference_width,
-    run_transfer,
-    tap_backbone,
-)
+from layernas.detect.recipe import TransferConfig
+from layernas.detect.ssdlite import build_detector, found_features, match_reference_width, tap_backbone
+from layernas.detect.train_eval import coco_metrics
+from layernas.detect.transfer import run_transfer
 from layernas.evaluate.models import build_model
 
 SET = GenConfig(seed=1, source="digits", num_train=160, num_val=40, canvas=64, min_size=16, max_size=40)
@@ -96,7 +91,7 @@ def test_no_detections_is_ap_zero_not_a_crash(data_dir):
 
 
 def test_reference_width_is_the_closest_in_madds(space):
-    from layernas.detect.transfer import backbone_madds, reference_features
+    from layernas.detect.ssdlite import backbone_madds, reference_features
 
     cfg = TransferConfig(canvas=64)
     features, _ = found_features(space, parse_arch("default", space), None)

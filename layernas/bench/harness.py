@@ -17,6 +17,10 @@ is charged the same way. Rules, per run (one strategy, one seed, one benchmark, 
   (plus test accuracy when the table has it): standard practice for NAS benchmarks.
 - Targets are fractions of the largest model's cost (the all-default arch): the range is
   [0, fraction * max cost] for every strategy.
+
+This module is only those charging rules and the process pool that applies them to many runs:
+the tables are loaded by `layernas.bench.tables`, and finished runs are aggregated across seeds
+by `layernas.bench.summary`.
 """
 
 from __future__ import annotations
@@ -26,154 +30,17 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from layernas.core.cost import cost_of
-from layernas.core.space import Space, format_arch, load_space, parse_arch
+from layernas.bench.tables import BenchTable
+from layernas.core.space import format_arch
 from layernas.core.strategies import make_strategy, resolve_name
 from layernas.core.strategies.base import Target
 
 STALL = 1000  # free lookups in a row after which a run is stopped as stalled
-DENSE_LIMIT = 10_000_000  # spaces up to this many archs are indexed by flat arch index
-
-
-# --------------------------------------------------------------------------- tables
-
-
-@dataclass
-class BenchTable:
-    """One benchmark's lookup table, row-aligned arrays plus the arch -> row index.
-
-    ``val`` holds per-seed accuracies, NaN-padded after the valid seeds of each row."""
-
-    name: str
-    space: Space
-    cost_kwargs: dict
-    archs: np.ndarray  # (n, L)
-    val: np.ndarray  # (n, S)
-    test: np.ndarray | None = None  # (n,)
-    train_time: np.ndarray | None = None  # (n,)
-    costs: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (n,)
-    dense: bool = False  # row i is the arch with flat index i
-    _index: dict | None = None
-
-    def __post_init__(self) -> None:
-        self.val = np.asarray(self.val, dtype=np.float64)
-        if self.val.ndim == 1:
-            self.val = self.val[:, None]
-        self.n_seeds = np.isfinite(self.val).sum(axis=1)
-        total = np.nansum(self.val, axis=1)
-        self.val_mean = np.where(self.n_seeds > 0, total / np.maximum(self.n_seeds, 1), np.nan)
-        if not self.costs:
-            self.costs = cost_of(self.space, self.archs, **self.cost_kwargs)
-        if not self.dense:
-            self._index = {tuple(int(x) for x in r): i for i, r in enumerate(self.archs)}
-
-    def __len__(self) -> int:
-        return len(self.archs)
-
-    def rows(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        """Row of each arch (-1 when the table has none)."""
-        if self.dense:
-            a = np.asarray(batch, dtype=np.int64).reshape(-1, self.space.num_layers)
-            return np.ravel_multi_index(a.T, self.space.sizes)
-        return np.array([self._index.get(tuple(int(x) for x in a), -1) for a in batch], dtype=np.int64)
-
-    def max_cost(self, metric: str = "madds") -> float:
-        """Cost of the largest model of the space (the all-default arch)."""
-        return float(cost_of(self.space, [self.space.default_arch()], **self.cost_kwargs)[metric][0])
-
-    def target(self, fraction: float, metric: str = "madds") -> Target:
-        if not 0 < fraction <= 1:
-            raise ValueError(f"target fraction must be in (0, 1], got {fraction!r}")
-        return Target(0.0, fraction * self.max_cost(metric), metric)
-
-    def optimum(self, target: Target) -> int:
-        """Row of the best in-target arch by mean validation accuracy (-1 if none)."""
-        ok = np.asarray(target.contains(self.costs[target.metric]), bool) & np.isfinite(self.val_mean)
-        if not ok.any():
-            return -1
-        return int(np.flatnonzero(ok)[np.argmax(self.val_mean[ok])])
-
-
-def nb201_table(benchmark: str) -> BenchTable:
-    """A NAS-Bench-201 benchmark (nb201-cifar10, nb201-cifar100, nb201-imagenet16-120)."""
-    from layernas.bench import nb201
-
-    m = nb201.mapping()
-    arrays = nb201.load_by_flat(benchmark, m.space)
-    return BenchTable(
-        name=benchmark, space=m.space, cost_kwargs=dict(nb201.DATASETS[benchmark][1]), archs=m.all_archs(),
-        val=arrays["val"], train_time=arrays["train_time"], dense=True,
-    )
-
-
-def user_table(path: str | Path, space: Space | str, metric: str = "madds", **cost_kwargs) -> BenchTable:
-    """A user table (CSV/Parquet) with columns ``arch`` (dash-joined option indices of ``space``)
-    and ``accuracy``; optional ``accuracy_<k>`` per-seed columns (noise is sampled from them),
-    ``test_accuracy``, ``train_time`` (seconds) and ``cost``.
-
-    Costs are always the space's analytic ones, because LayerNAS's feasibility filter and
-    bucket bounds need the cost of archs the table does not list; a ``cost`` column is therefore
-    checked against the analytic ``metric`` and refused when it disagrees (relative 1e-3)."""
-    from layernas.evaluate.oracle import read_table
-
-    space = load_space(space) if isinstance(space, (str, Path)) else space
-    df = read_table(path)
-    archs = np.array([parse_arch(a, space) for a in df["arch"]], dtype=np.int64).reshape(-1, space.num_layers)
-    seed_cols = sorted((c for c in df.columns if c.startswith("accuracy_") and c[9:].isdigit()), key=lambda c: int(c[9:]))
-    if seed_cols:
-        val = df[seed_cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        val = np.sort(val, axis=1)  # NaNs last (order of seeds is irrelevant for sampling)
-        val = np.where(np.isfinite(val).any(axis=1)[:, None], val, df["accuracy"].to_numpy(float)[:, None])
-    else:
-        val = df["accuracy"].to_numpy(float)[:, None]
-    opt = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in ("test_accuracy", "train_time") if c in df}
-    costs = cost_of(space, archs, **cost_kwargs)
-    if "cost" in df.columns:
-        given = pd.to_numeric(df["cost"], errors="coerce").to_numpy(float)
-        bad = ~np.isclose(given, costs[metric], rtol=1e-3, atol=0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"table {path}: column cost disagrees with the analytic {metric} of space {space.name} for "
-                f"{int(bad.sum())} archs, e.g. {df['arch'].iloc[i]} (table {given[i]:g}, analytic {costs[metric][i]:g}); "
-                "the harness uses analytic costs (LayerNAS needs them for archs not in the table): "
-                "drop the column or choose the matching --metric / space"
-            )
-    dense = math.prod(space.sizes) <= DENSE_LIMIT and len(df) == math.prod(space.sizes)
-    if dense:
-        order = np.argsort(np.ravel_multi_index(archs.T, space.sizes))
-        archs, val = archs[order], val[order]
-        opt = {k: v[order] for k, v in opt.items()}
-        costs = {k: v[order] for k, v in costs.items()}
-    return BenchTable(
-        name=Path(path).stem, space=space, cost_kwargs=dict(cost_kwargs), archs=archs, val=val,
-        test=opt.get("test_accuracy"), train_time=opt.get("train_time"), costs=costs, dense=dense,
-    )
-
-
-def benchmark_names() -> list[str]:
-    from layernas.bench.nb201 import DATASETS
-
-    return list(DATASETS)
-
-
-def load_table(name: str, space: str | None = None, metric: str = "madds") -> BenchTable:
-    """A built-in benchmark by name, or a user table by path (then ``space`` is required)."""
-    if name in benchmark_names():
-        return nb201_table(name)
-    if Path(name).suffix in (".csv", ".parquet", ".txt"):
-        if not space:
-            raise ValueError(f"user table {name} needs --space (the search space its arch column indexes)")
-        return user_table(name, space, metric)
-    raise ValueError(
-        f"unknown benchmark {name!r}; choose from {', '.join(benchmark_names())} or give a .csv/.parquet table"
-    )
 
 
 # --------------------------------------------------------------------------- one run
@@ -385,101 +252,3 @@ def run_bench(
         }))
     curves = pd.concat(frames, ignore_index=True)
     return BenchResult(runs, curves, x_unit, wall, workers)
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (benchmark, target, strategy): best constrained accuracy mean/std and efficiency."""
-    def agg(g: pd.DataFrame) -> pd.Series:
-        reached = g["trials_to_optimum"].dropna()
-        return pd.Series({
-            "runs": len(g),
-            "with_incumbent": g["best_val"].notna().mean(),
-            "val_mean": g["best_val"].mean(),
-            "val_std": g["best_val"].std(ddof=0),
-            "test_mean": g["best_test"].mean(),
-            "test_std": g["best_test"].std(ddof=0),
-            "regret_mean": g["regret"].mean(),
-            "optimum_val": g["optimum_val"].iloc[0],
-            "hit_rate": g["found_optimum"].mean(),
-            "evaluated_optimum": len(reached) / len(g),
-            "trials_to_optimum_median": reached.median() if len(reached) else math.nan,
-            "trials_mean": g["trials"].mean(),
-            "cached_mean": g["cached"].mean(),
-            "seconds_mean": g["seconds"].mean(),
-            "stopped_done": (g["stop"] == "done").mean(),
-            "wall_s_mean": g["wall_s"].mean(),
-        })
-
-    keys = ["benchmark", "target_fraction", "strategy"]
-    order = {k: list(dict.fromkeys(runs[k])) for k in keys}
-    out = runs.groupby(keys, sort=False)[list(runs.columns.drop(keys))].apply(agg).reset_index()
-    return out.sort_values(keys, key=lambda s: s.map({v: i for i, v in enumerate(order[s.name])})).reset_index(drop=True)
-
-
-def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and quartiles over seeds of the incumbent curve (NaN: nothing in target yet,
-    left out of the statistics; ``n`` says how many runs had an incumbent)."""
-    g = curves.groupby(["benchmark", "target_fraction", "strategy", "x"], sort=False)["best_val"]
-    return g.agg(
-        mean="mean", std=lambda s: s.std(ddof=0), q25=lambda s: s.quantile(0.25),
-        q75=lambda s: s.quantile(0.75), n="count",
-    ).reset_index()
-
-
-def markdown_table(summary: pd.DataFrame) -> str:
-    has_test = summary["test_mean"].notna().any()
-    head = "| benchmark | target | strategy | best val acc (mean ± std) | " + ("test acc | " if has_test else "")
-    head += "regret | optimum reported | optimum evaluated (median trial) | trials | cached |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for _, r in summary.iterrows():
-        acc = "–" if math.isnan(r["val_mean"]) else f"{r['val_mean']:.2f} ± {r['val_std']:.2f}"
-        if r["with_incumbent"] < 1:
-            acc += f" ({r['with_incumbent']:.0%} of runs found an in-target arch)"
-        cells = [r["benchmark"], f"{r['target_fraction']:.0%}", r["strategy"], acc]
-        if has_test:
-            cells.append(f"{r['test_mean']:.2f} ± {r['test_std']:.2f}")
-        ev = f"{r['evaluated_optimum']:.0%}"
-        if not math.isnan(r["trials_to_optimum_median"]):
-            ev += f" ({r['trials_to_optimum_median']:.0f})"
-        cells += [f"{r['regret_mean']:.2f}", f"{r['hit_rate']:.0%}", ev, f"{r['trials_mean']:.0f}", f"{r['cached_mean']:.0f}"]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def plot_curves(cs: pd.DataFrame, path: str | Path, x_unit: str = "trials") -> None:
-    """One panel per (target, benchmark): mean incumbent accuracy with a ±1 std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    benches = list(dict.fromkeys(cs["benchmark"]))
-    fracs = list(dict.fromkeys(cs["target_fraction"]))
-    fig, axes = plt.subplots(len(fracs), len(benches), figsize=(4.6 * len(benches), 3.4 * len(fracs)), squeeze=False)
-    colors = {"layernas": "C3", "random": "C0", "evolution": "C2", "ppo": "C1"}
-    for i, f in enumerate(fracs):
-        for j, b in enumerate(benches):
-            ax = axes[i][j]
-            sub = cs[(cs["benchmark"] == b) & (cs["target_fraction"] == f)]
-            lows, highs = [], []
-            for s in dict.fromkeys(sub["strategy"]):
-                d = sub[sub["strategy"] == s]
-                ax.plot(d["x"], d["mean"], label=s, color=colors.get(s), lw=1.4)
-                ax.fill_between(d["x"], d["mean"] - d["std"], d["mean"] + d["std"], color=colors.get(s), alpha=0.15, lw=0)
-                d = d.dropna(subset=["mean"])
-                if len(d):
-                    lows.append(d["mean"].iloc[len(d) // 10])
-                    highs.append(d["mean"].iloc[-1] + d["std"].fillna(0).iloc[-1])
-            if lows:
-                ax.set_ylim(min(lows) - 0.3, max(highs) + 0.3)
-            ax.set_title(f"{b}, target {f:.0%} of max cost", fontsize=9)
-            ax.set_xlabel("trials" if x_unit == "trials" else "simulated training seconds")
-            ax.set_ylabel("best in-target val acc (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,8 +1,9 @@
 """LayerNAS as pure state transitions over pandas DataFrames (no I/O, no torch).
 
 The search is a recurrence over bucket tables ("memorial tables" M_l of the paper), one
-snapshot per (sweep r, layer l), which the in-process driver (`LayerNAS` below) and the
-Snakemake workflow both evaluate with the same functions, so they produce identical tables:
+snapshot per (sweep r, layer l), which the in-process driver (`layernas.core.driver`) and the
+Snakemake workflow (`layernas.workflow.stages`) both evaluate with the functions of this module,
+so they produce identical tables:
 
     children(r, 0) = every option of layer 0, later layers at default      (r == 0 only)
     children(r, l) = expand(select_parents(table(r, l-1), R), l)           (l >= 1)
@@ -30,6 +31,10 @@ spent. Decisions (the paper leaves them open; see docs/algorithm.md):
   better one, which is then expanded too, so without a cap the count could in principle pass
   the bound; the cap keeps the paper's complexity promise and is reported when it bites.
 - Failed evaluations (accuracy None/NaN) count as trials and never enter a bucket table.
+
+This module holds the stateless steps of one stage (config, Eq. 4 geometry, children, plan,
+finish) and nothing that keeps state between stages: the drivers own that. The tables' own
+operations (insert, rank, mark, select) are `layernas.core.tables`.
 """
 
 from __future__ import annotations
@@ -42,9 +47,9 @@ import pandas as pd
 
 from layernas.core.cost import completion_costs, cost_of, layer_bounds
 from layernas.core.space import Space, format_arch, parse_arch
-from layernas.core.strategies.base import Arch, Strategy, Target
+from layernas.core.strategies.base import Target
+from layernas.core.tables import mark_expanded, select_parents, update_table
 
-TABLE_COLUMNS = ["layer", "bucket", "rank", "arch", "key", "cost", "accuracy", "expanded"]
 CHILD_COLUMNS = [
     "sweep", "layer", "arch", "parent", "cost", "min_cost", "bucket", "feasible", "reason", "key",
 ]
@@ -131,21 +136,6 @@ def bucket_of(cost: np.ndarray, lo: float, hi: float, buckets: int) -> np.ndarra
     return np.clip(h, 0, buckets - 1)
 
 
-def empty_table() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "layer": pd.Series(dtype="int64"),
-            "bucket": pd.Series(dtype="int64"),
-            "rank": pd.Series(dtype="int64"),
-            "arch": pd.Series(dtype="object"),
-            "key": pd.Series(dtype="object"),
-            "cost": pd.Series(dtype="float64"),
-            "accuracy": pd.Series(dtype="float64"),
-            "expanded": pd.Series(dtype="bool"),
-        }
-    )
-
-
 def _archs(values: Iterable[str]) -> np.ndarray:
     rows = [parse_arch(a) for a in values]
     return np.asarray(rows, dtype=np.int64)
@@ -197,56 +187,6 @@ def make_children(
         },
         columns=CHILD_COLUMNS,
     )
-
-
-def select_parents(table: pd.DataFrame | None, per_sweep: int) -> list[str]:
-    """Up to R not-yet-expanded candidates, best accuracy first (ties: cost, arch)."""
-    if table is None or table.empty:
-        return []
-    todo = table[~table["expanded"].astype(bool)]
-    todo = todo.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
-    return list(todo["arch"].head(per_sweep))
-
-
-def mark_expanded(table: pd.DataFrame | None, archs: Iterable[str]) -> pd.DataFrame:
-    if table is None:
-        return empty_table()
-    archs = set(archs)
-    if not archs:
-        return table
-    out = table.copy()
-    out["expanded"] = out["expanded"].astype(bool) | out["arch"].isin(archs)
-    return out
-
-
-def update_table(table: pd.DataFrame | None, evaluated: pd.DataFrame, layer: int, replicas: int) -> pd.DataFrame:
-    """Insert evaluated children (columns arch, key, cost, bucket, accuracy) into M_layer,
-    keeping the K best per bucket. A candidate already in the table keeps its expanded flag."""
-    base = empty_table() if table is None else table
-    new = evaluated[np.isfinite(evaluated["accuracy"].astype(float))]
-    new = new[~new["arch"].isin(base["arch"])]
-    new = pd.DataFrame(
-        {
-            "layer": layer,
-            "bucket": new["bucket"].astype("int64"),
-            "rank": 0,
-            "arch": new["arch"],
-            "key": new["key"],
-            "cost": new["cost"].astype(float),
-            "accuracy": new["accuracy"].astype(float),
-            "expanded": False,
-        }
-    )
-    frames = [f for f in (base, new) if not f.empty]
-    if not frames:
-        return empty_table()
-    allrows = pd.concat(frames, ignore_index=True)
-    allrows = allrows.sort_values(
-        ["bucket", "accuracy", "cost", "arch"], ascending=[True, False, True, True], kind="mergesort"
-    )
-    allrows["rank"] = allrows.groupby("bucket").cumcount()
-    kept = allrows[allrows["rank"] < replicas].reset_index(drop=True)
-    return kept.astype({"layer": "int64", "bucket": "int64", "rank": "int64", "expanded": bool})[TABLE_COLUMNS]
 
 
 def best_in_target(history: pd.DataFrame, config: SearchConfig) -> dict | None:
@@ -362,130 +302,3 @@ def stage_before(space: Space, sweep: int, layer: int) -> tuple[int, int] | None
     if layer > 0:
         return sweep, layer - 1
     return None if sweep == 0 else (sweep - 1, space.num_layers - 1)
-
-
-# --------------------------------------------------------------------------- driver state
-
-
-class LayerNAS(Strategy):
-    """LayerNAS behind the ask/tell interface: each ask is the set of archs of the next
-    (sweep, layer) stage that need a new evaluation; stages whose children are all cached
-    or dropped are completed without asking. Every step goes through `stage_children`,
-    `plan_stage` and `finish_stage`, the functions the Snakemake workflow calls too."""
-
-    name = "layernas"
-
-    def __init__(
-        self,
-        space: Space,
-        config: SearchConfig,
-        seed: int = 0,
-        key_fn: Callable[[str], str] | None = None,
-        cost_kwargs: dict | None = None,
-    ):
-        super().__init__(space, config.target, seed, cost_kwargs)
-        self.config = config
-        self.geo = Geometry.of(space, config, **self.cost_kwargs)
-        self.key_fn = key_fn or (lambda a: a)
-        self.tables: dict[tuple[int, int], pd.DataFrame] = {}  # (sweep, layer) -> snapshot
-        self.children: dict[tuple[int, int], pd.DataFrame] = {}
-        self.results: dict[str, float] = {}  # arch -> accuracy (nan = failed)
-        self._history: list[pd.DataFrame] = []  # one frame per stage, in order
-        self._n_history = 0
-        self.sweep, self.layer = 0, 0
-        self.stopped_by_budget = False
-        self._done = False
-        self._sweep_had_children = False
-        self._pending: pd.DataFrame | None = None
-        self._asked: list[str] = []
-
-    @property
-    def trials(self) -> int:
-        return len(self.results)
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def ask(self) -> list[Arch]:
-        """Archs of the next stage needing evaluation; [] when done."""
-        while not self._done:
-            if self._pending is None:
-                r, l = self.sweep, self.layer
-                kids = stage_children(self.geo, r, l, self.tables.get((r, l - 1)), self.key_fn)
-                self.children[(r, l)] = kids
-                self._sweep_had_children |= not kids.empty
-                self._pending, stopped = plan_stage(kids, self.results, self.trials, self.geo.budget)
-                self.stopped_by_budget |= stopped
-            need = self._pending[self._pending["action"] == "evaluate"]
-            if need.empty:
-                self._finish_stage({})
-                continue
-            self._asked = list(need["arch"])
-            return [parse_arch(a) for a in self._asked]
-        return []
-
-    def tell(self, results: list[tuple[Arch, float | None]]) -> None:
-        got = {format_arch(a): (np.nan if acc is None else float(acc)) for a, acc in results}
-        missing = set(self._asked) - set(got)
-        if missing:
-            raise ValueError(f"tell() is missing results for {sorted(missing)[:5]}")
-        self._finish_stage(got)
-
-    def _finish_stage(self, new_results: dict[str, float]) -> None:
-        r, l = self.sweep, self.layer
-        table, history = finish_stage(
-            self._pending, new_results, self.results, self.tables.get((r - 1, l)),
-            self.children.get((r - 1, l + 1)), l, self.config.replicas, self._n_history,
-        )
-        self.results.update(new_results)
-        self.tables[(r, l)] = table
-        self._history.append(history)
-        self._n_history += len(history)
-        self._pending = None
-        if self.stopped_by_budget:
-            self._done = True
-            return
-        self.layer += 1
-        if self.layer == self.space.num_layers:
-            self._done = not self._sweep_had_children
-            self.sweep, self.layer = self.sweep + 1, 0
-            self._sweep_had_children = False
-
-    # -- results
-    def history_frame(self) -> pd.DataFrame:
-        """Every generated child in order: evaluated, cached, failed, dropped or budget."""
-        frames = [f for f in self._history if not f.empty]
-        if not frames:
-            return pd.DataFrame({c: [] for c in HISTORY_COLUMNS})
-        return pd.concat(frames, ignore_index=True)
-
-    def final_tables(self) -> dict[int, pd.DataFrame]:
-        """Latest snapshot of every layer."""
-        return {l: t for (_r, l), t in sorted(self.tables.items())}
-
-    def best(self) -> dict | None:
-        return best_in_target(self.history_frame(), self.config)
-
-
-def run_search(
-    space: Space,
-    oracle: Callable[[list[Arch]], list[float | None]],
-    config: SearchConfig,
-    key_fn: Callable[[str], str] | None = None,
-    progress: Callable[[str], None] | None = None,
-    **cost_kwargs,
-) -> LayerNAS:
-    """In-process driver: ask, evaluate with ``oracle`` (a batch function), tell, repeat."""
-    check_target_reachable(space, config, **cost_kwargs)
-    engine = LayerNAS(space, config, key_fn=key_fn, cost_kwargs=cost_kwargs)
-    while True:
-        batch = engine.ask()
-        if not batch:
-            break
-        stage = (engine.sweep, engine.layer)
-        accs = oracle(batch)
-        engine.tell(list(zip(batch, accs)))
-        if progress is not None:
-            progress(f"sweep {stage[0]} layer {stage[1]}: evaluated {len(batch)}, {engine.trials} trials so far")
-    return engine

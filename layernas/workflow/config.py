@@ -211,7 +211,7 @@ def validate_transfer(config: dict) -> None:
     if not transfer_runs(config):
         return
     from layernas.detect.data import GenConfig, split_paths
-    from layernas.detect.transfer import TransferConfig
+    from layernas.detect.recipe import TransferConfig
 
     plan = transfer_plan(config)
     try:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from layernas.core.space import parse_arch
-from layernas.detect.transfer import TransferConfig, run_transfer
+from layernas.detect.recipe import TransferConfig
+from layernas.detect.transfer import run_transfer
 from layernas.workflow.stages import Context
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

@@ -50,7 +50,8 @@ def _layernas_factory(
     """LayerNAS over the range [target.lo, target.hi] (the engine is deterministic; the seed
     is kept for the interface). Budget None: the paper's bound H*K*sum|S_i| (a harness budget
     usually bites first)."""
-    from layernas.core.search import LayerNAS, SearchConfig  # search imports this package: import late
+    from layernas.core.driver import LayerNAS  # the driver imports this package: import late
+    from layernas.core.search import SearchConfig
 
     cfg = SearchConfig(
         target_min=target.lo, target_max=target.hi, buckets=buckets, replicas=replicas,
