@@ -1,5 +1,6 @@
 """`layernas audit [RESULTS_DIR] [--json] [--fix]` and `layernas clean-weights [RESULTS_DIR]
-[--dry-run] [--json]`. The logic is in layernas/store/audit.py; this module only parses and prints.
+[--dry-run] [--json]` and `layernas retry-failed [RESULTS_DIR] [--dry-run] [--json]`. The logic
+is in layernas/store/audit/; this module only parses and prints.
 
 Exit status of audit: 0 no errors (warnings and info may be printed), 1 errors found (also
 after --fix removed them: the same snakemake command must still redo them), 2 bad usage or a
@@ -7,24 +8,17 @@ directory that holds no search (printed by layernas.cli.main as `layernas: error
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from layernas.cli.output import mb, plural, print_json
 
-from layernas.store.audit import ERROR, INFO, WARNING, audit, clean_weights, retry_failed
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _dump(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+# layernas.store.audit (pandas) is imported in each command, so the parser stays fast.
 
 
 def cmd_audit(args) -> int:
+    from layernas.store.audit import ERROR, INFO, WARNING, audit  # pandas
+
     report = audit(args.results, do_fix=args.fix, space=args.space)
     if args.json:
-        _dump(report.to_dict())
+        print_json(report.to_dict())
         return report.exit_code
     c = report.checked
     print(f"audit of {report.results}: {c['trials']} trials, {c['final']} final, {c['transfer']} transfer, "
@@ -38,33 +32,37 @@ def cmd_audit(args) -> int:
               "the actions above say how to redo them")
     elif any(p.fixable for p in report.problems):
         print("layernas audit --fix deletes the directories marked 'delete it'; tables are never deleted")
-    print(f"{_plural(report.count(ERROR), 'error')}, {_plural(report.count(WARNING), 'warning')}, "
+    print(f"{plural(report.count(ERROR), 'error')}, {plural(report.count(WARNING), 'warning')}, "
           f"{report.count(INFO)} info" + ("" if report.problems else ": clean"))
     return report.exit_code
 
 
 def cmd_clean_weights(args) -> int:
+    from layernas.store.audit import clean_weights  # pandas
+
     res = clean_weights(args.results, dry_run=args.dry_run)
     if args.json:
-        _dump(res)
+        print_json(res)
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for f in res["removed"]:
-        print(f"{verb} {f['path']} ({f['bytes'] / 1e6:.1f} MB)")
-    print(f"{verb} {_plural(len(res['removed']), 'weights file')}, {res['bytes_freed'] / 1e6:.1f} MB; "
+        print(f"{verb} {f['path']} ({mb(f['bytes'])})")
+    print(f"{verb} {plural(len(res['removed']), 'weights file')}, {mb(res['bytes_freed'])}; "
           f"kept {res['kept']} (trials still selectable: latest bucket tables, top models)")
     return 0
 
 
 def cmd_retry_failed(args) -> int:
+    from layernas.store.audit import retry_failed  # pandas
+
     res = retry_failed(args.results, dry_run=args.dry_run)
     if args.json:
-        _dump(res)
+        print_json(res)
         return 0
     verb = "would move" if args.dry_run else "moved"
     for t in res["moved"]:
         print(f"{verb} {t['key']} ({t['arch']}: {t['error']}) to {t['moved_to']}")
-    print(f"{verb} {_plural(len(res['moved']), 'failed trial')}")
+    print(f"{verb} {plural(len(res['moved']), 'failed trial')}")
     if res["moved"] and not args.dry_run:
         print("now run your snakemake command with --forcerun aggregate (e.g. snakemake --cores all "
               "--forcerun aggregate) to evaluate them again")

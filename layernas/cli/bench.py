@@ -1,4 +1,4 @@
-"""``layernas bench``: compare search strategies on tabular benchmarks (see layernas/bench/harness.py).
+"""``layernas bench``: compare search strategies on tabular benchmarks (see layernas/bench/).
 
 Example (the command behind docs/benchmarks.md):
 
@@ -12,12 +12,11 @@ summary.json, summary.md (the comparison table) and curves.png.
 
 from __future__ import annotations
 
-import json
-import math
 import shlex
-import sys
 from pathlib import Path
 
+from layernas.cli.output import dumps, print_json
+from layernas.cli.output import progress as print_progress
 from layernas.core.strategies import resolve_name
 
 # NB201-tuned LayerNAS settings (docs/benchmarks.md, "Why these defaults"): the whole search
@@ -31,7 +30,7 @@ def _csv(text: str) -> list[str]:
 
 
 def _benchmarks(text: str) -> list[str]:
-    from layernas.bench.harness import benchmark_names
+    from layernas.bench.tables import benchmark_names  # pandas: imported here, so the parser stays fast
 
     out: list[str] = []
     for name in _csv(text):
@@ -50,18 +49,6 @@ def _fractions(text: str) -> list[float]:
     if not fr or bad:
         raise ValueError(f"--targets fractions must be in (0, 1], got {text!r}")
     return fr
-
-
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if hasattr(o, "item"):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
 
 
 def _command(args, benchmarks: list[str], strategies: list[str], budget: int) -> str:
@@ -83,14 +70,10 @@ def _command(args, benchmarks: list[str], strategies: list[str], budget: int) ->
 
 
 def cmd_bench(args) -> int:
-    from layernas.bench.harness import (
-        curve_summary,
-        load_table,
-        markdown_table,
-        plot_curves,
-        run_bench,
-        summarize,
-    )
+    # pandas: imported here, so the parser stays fast
+    from layernas.bench.harness import run_bench
+    from layernas.bench.summary import curve_summary, markdown_table, plot_curves, summarize
+    from layernas.bench.tables import load_table
 
     if args.budget is not None and args.budget_seconds is not None:
         raise ValueError("give --budget (trials) or --budget-seconds, not both")
@@ -112,7 +95,7 @@ def cmd_bench(args) -> int:
 
     def progress(msg: str) -> None:
         if not args.quiet:
-            print(f"[layernas bench] {msg}", file=sys.stderr, flush=True)
+            print_progress(msg, "layernas bench")
 
     seeds = range(args.seed_start, args.seed_start + args.seeds)
     res = run_bench(
@@ -147,12 +130,12 @@ def cmd_bench(args) -> int:
         res.runs.to_parquet(d / "runs.parquet", index=False)
         res.curves.to_parquet(d / "curves.parquet", index=False)
         cs.to_parquet(d / "curve_summary.parquet", index=False)
-        (d / "summary.json").write_text(json.dumps(_clean(out), indent=2) + "\n")
+        (d / "summary.json").write_text(dumps(out) + "\n")
         (d / "summary.md").write_text(f"`{out['command']}`\n\n" + markdown_table(summary) + "\n")
         plot_curves(cs, d / "curves.png", res.x_unit)
         out["out"] = str(d)
     if args.json:
-        print(json.dumps(_clean(out), indent=2))
+        print_json(out)
     else:
         print(markdown_table(summary))
         print(f"\n{len(res.runs)} runs in {res.wall_s:.1f} s on {res.workers} worker(s)"

@@ -6,24 +6,22 @@ Both print a short summary, or one JSON object with ``--json``; progress goes to
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from layernas.cli.output import print_json
+from layernas.core.space import load_space, parse_arch
 from layernas.detect.data import GenConfig, generate
 from layernas.store.keys import config_hash
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+from layernas.store.layout import METRICS
 
 
 def _read_config(path: str | None) -> dict:
     """A YAML or JSON file; either the recipe itself or a workflow config with ``transfer.recipe``."""
     if not path:
         return {}
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file {p} does not exist")
@@ -45,7 +43,7 @@ def cmd_detdata(args) -> int:
     meta = generate(args.out, cfg, overwrite=args.overwrite)
     meta["out"] = str(args.out)
     if args.json:
-        _print_json(meta)
+        print_json(meta)
     else:
         c = meta["counts"]
         state = "up to date" if meta.get("cached") else "written"
@@ -56,8 +54,7 @@ def cmd_detdata(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from layernas.core.space import load_space, parse_arch
-    from layernas.detect.transfer import TransferConfig, run_transfer
+    from layernas.detect.transfer import TransferConfig, run_transfer  # torch: only for this command
 
     space = load_space(args.space)
     arch = parse_arch(args.arch, space)
@@ -68,7 +65,7 @@ def cmd_transfer(args) -> int:
     m = run_transfer(space, arch, args.weights, args.data, cfg, args.out, log=sys.stderr)
     m["config_hash"] = config_hash(m["config"])
     if args.json:
-        _print_json(m)
+        print_json(m)
         return 0
     print(f"{'backbone':<28} {'MAdds':>8} {'mAP':>6} {'AP50':>6} {'AP75':>6} {'untrained':>9} {'train s':>8}")
     rows = [(f"found {m['arch']}" + ("" if m["pretrained"] else " (scratch)"), m)]
@@ -79,7 +76,7 @@ def cmd_transfer(args) -> int:
     for name, r in rows:
         print(f"{name:<28} {r['backbone_madds'] / 1e6:>7.2f}M {r['map']:>6.3f} {r['ap50']:>6.3f} "
               f"{r['ap75']:>6.3f} {r['untrained_map']:>9.4f} {r['train_seconds']:>8.1f}")
-    print(f"metrics: {Path(args.out) / 'metrics.json'} ({m['total_seconds']:.0f} s in all)")
+    print(f"metrics: {Path(args.out) / METRICS} ({m['total_seconds']:.0f} s in all)")
     return 0
 
 
@@ -118,6 +115,6 @@ def add_parser(subparsers) -> None:
     tp.add_argument("--config", help="YAML/JSON recipe (transfer settings; a workflow config's "
                                      "transfer.recipe is used when present)")
     tp.add_argument("--seed", type=int, help="override the recipe's seed")
-    tp.add_argument("--out", required=True, help="output directory for metrics.json and detections*.json")
+    tp.add_argument("--out", required=True, help=f"output directory for {METRICS} and detections*.json")
     tp.add_argument("--json", action="store_true")
     tp.set_defaults(func=cmd_transfer)

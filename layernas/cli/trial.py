@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+import yaml
+
+from layernas.cli.output import print_json
+from layernas.core.space import format_arch, load_space, parse_arch
+from layernas.core.status import Status
+from layernas.evaluate.recipe import TrainConfig, train_hash
+from layernas.evaluate.trial import run_trial
+from layernas.store.keys import trial_key
 
 
 def cmd_trial(args) -> int:
-    import yaml
-
-    from layernas.core.space import load_space, parse_arch
-    from layernas.evaluate.recipe import train_hash
-    from layernas.evaluate.trial import run_trial
-    from layernas.store.keys import trial_key
-
     space = load_space(args.space)
     arch = parse_arch(args.arch, space)
     raw = yaml.safe_load(Path(args.train_config).read_text()) if args.train_config else {}
     if not isinstance(raw, dict):
         raise ValueError(f"{args.train_config}: a training config must be a mapping")
     raw = raw.get("train", raw)  # accept a whole workflow config too
-    from layernas.core.space import format_arch
-    from layernas.evaluate.recipe import TrainConfig
-
     TrainConfig.from_dict(raw)
     key = trial_key(space.space_id, format_arch(arch), train_hash({"evaluator": "train", "train": raw}), args.seed)
     out = Path(args.out) / key if args.out_is_root else Path(args.out)
@@ -30,12 +28,12 @@ def cmd_trial(args) -> int:
     m["key"] = key
     m["dir"] = str(out)
     if args.json:
-        print(json.dumps(m, indent=2, default=str))
+        print_json(m)
     else:
         acc = m.get("accuracy")
         print(f"{m['status']}: {format_arch(arch)} val accuracy {acc if acc is None else round(acc, 4)} "
               f"in {m['wall_seconds']:.1f} s -> {out}" + (f" ({m['error']})" if m.get("error") else ""))
-    return 0 if m["status"] == "ok" else 1
+    return 0 if m["status"] == Status.OK else 1
 
 
 def add_parser(sub) -> None:

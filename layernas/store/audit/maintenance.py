@@ -1,0 +1,155 @@
+"""Changing a results directory on request: ``fix`` (what ``layernas audit --fix`` deletes),
+``clean_weights`` (trial weights no search step can use any more), ``retry_failed`` (set
+failed trials aside) and ``disk_usage`` (where the bytes go, also for ``layernas status``).
+See docs/audit.md."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from layernas.core.status import Action, Status
+from layernas.store.audit.problems import Problem
+from layernas.store.audit.scan import Scan, current_stages, no_search, read_json, scan_tables
+from layernas.store.layout import KEYED_AREAS, METRICS, WEIGHTS, Layout
+
+
+def fix(s: Scan, problems: list[Problem]) -> list[str]:
+    """Delete the fixable directories (partial, corrupt or misnamed per-key directories):
+    Snakemake then sees their metrics.json missing and redoes them. Nothing else is touched."""
+    removed = []
+    roots = {s.layout.area(a).resolve() for a in KEYED_AREAS}
+    for p in problems:
+        path = Path(p.path)
+        if not p.fixable or not path.is_dir() or path.resolve().parent not in roots:
+            continue
+        shutil.rmtree(path)
+        removed.append(p.path)
+    return removed
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def selectable_keys(results: str | Path) -> set[str]:
+    """Trial keys a search may still use: rows of the latest bucket table of every layer (the
+    memorial tables; future sweeps expand only these), the top models, and the keys requested
+    by stages not aggregated yet. Raises ValueError when a table it needs cannot be read, since
+    guessing would delete weights that are still wanted."""
+    layout = Layout(results)
+    if not layout.search_dir.is_dir():
+        raise no_search(layout)
+    problems: list[Problem] = []
+    t = scan_tables(layout, problems)
+    if t.unreadable:
+        raise ValueError(f"cannot tell which weights are still selectable: {problems[0].message} "
+                         f"({problems[0].path}); run layernas audit first")
+    stages, ended = current_stages(t)
+    latest: dict[int, int] = {}  # layer -> sweep of its latest table
+    for (r, l), names in t.stage_files.items():
+        if "buckets" in names and (not ended or (r, l) in stages):
+            latest[l] = max(latest.get(l, -1), r)
+    if not latest:
+        raise ValueError(f"{layout.root} has no bucket table yet: nothing tells which weights are selectable")
+    keep: set[str] = set()
+    for l, r in latest.items():
+        keep |= set(t.frame(layout.buckets(r, l))["key"].astype(str))
+    for path in (layout.tables, layout.top):
+        df = t.frame(path)
+        if df is not None:
+            keep |= set(df["key"].astype(str))
+    for (r, l), names in t.stage_files.items():
+        kids = t.frame(layout.children(r, l))
+        if "buckets" not in names and kids is not None:
+            keep |= set(kids.loc[kids["action"] == Action.EVALUATE, "key"].astype(str))
+    return keep
+
+
+def clean_weights(results: str | Path, dry_run: bool = False) -> dict[str, Any]:
+    """Remove ``trials/*/model.pt`` of trials no search step can select any more (see
+    ``selectable_keys``). Metrics stay, so every trial is still reused by key; final models
+    (final/*/model.pt) are never touched. Returns the files and bytes (to be) freed."""
+    layout = Layout(results)
+    keep = selectable_keys(results)
+    files, kept = [], 0
+    root = layout.area("trials")
+    for weights in sorted(root.glob(f"*/{WEIGHTS}")) if root.is_dir() else []:
+        if weights.parent.name in keep:
+            kept += 1
+            continue
+        size = weights.stat().st_size
+        if not dry_run:
+            weights.unlink()
+        files.append({"path": str(weights), "bytes": size})
+    return {"results": str(layout.root), "dry_run": dry_run, "removed": files, "kept": kept,
+            "bytes_freed": sum(f["bytes"] for f in files)}
+
+
+# --------------------------------------------------------------------------- disk
+
+
+def _tree_bytes(path: Path, weights: list[int] | None = None) -> int:
+    """Bytes of the files under ``path`` (os.scandir: no stat of directories twice). When
+    ``weights`` is given, bytes of ``*.pt`` files are added to weights[0] instead."""
+    total = 0
+    try:
+        it = os.scandir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    with it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                total += _tree_bytes(e.path, weights)
+            elif e.is_file(follow_symlinks=False):
+                size = e.stat(follow_symlinks=False).st_size
+                if weights is not None and e.name.endswith(".pt"):
+                    weights[0] += size
+                else:
+                    total += size
+    return total
+
+
+def disk_usage(results_dir: str | Path) -> dict[str, int]:
+    """Bytes by area, so `layernas status` can say where the space goes and whether
+    `layernas clean-weights` is worth running: trials_weights (trials/*/*.pt), trials_other,
+    search, final, transfer, other (logs, benchmarks, report) and total."""
+    layout = Layout(results_dir)
+    weights = [0]
+    out = {"trials_weights": 0, "trials_other": _tree_bytes(layout.area("trials"), weights)}
+    out["trials_weights"] = weights[0]
+    out["search"] = _tree_bytes(layout.search_dir)
+    for area in ("final", "transfer"):
+        out[area] = _tree_bytes(layout.area(area))
+    out["total"] = _tree_bytes(layout.root)
+    out["other"] = out["total"] - sum(v for k, v in out.items() if k != "total")
+    return out
+
+
+# --------------------------------------------------------------------------- failed trials
+
+
+def retry_failed(results_dir: str | Path, dry_run: bool = False) -> dict[str, Any]:
+    """Move every failed trial's directory to ``failed/{key}.{n}/`` so the next snakemake
+    run (with ``--forcerun aggregate``, see docs/audit.md) evaluates those children again.
+    Failed trials are results, not errors, and are never retried on their own; this is the
+    explicit way to ask. The old records are kept, not deleted, so the first error stays on disk."""
+    layout = Layout(results_dir)
+    trials = layout.area("trials")
+    if not trials.is_dir():
+        raise ValueError(f"{layout.root} has no trials/ directory (is it a results directory?)")
+    moved = []
+    for d in sorted(p for p in trials.iterdir() if p.is_dir()):
+        m, _ = read_json(d / METRICS)
+        if not isinstance(m, dict) or m.get("status") == Status.OK:  # partial/corrupted: audit --fix
+            continue
+        n = 0
+        while layout.failed_dir(d.name, n).exists():
+            n += 1
+        dest = layout.failed_dir(d.name, n)
+        moved.append({"key": d.name, "arch": m.get("arch"), "error": m.get("error"), "moved_to": str(dest)})
+        if not dry_run:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(d, dest)
+    return {"results": str(layout.root), "moved": moved, "dry_run": dry_run}
