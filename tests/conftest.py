@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 PROBE_CONF = "LAYERNAS_TEST_PROBE_SLURM_CONF"
 
 
@@ -44,3 +46,15 @@ def real_slurm_conf() -> None:
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)  # stable sort
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny forward passes: the test machine's cores are shared, and torch's spinning intra-op
+    threads slow them down tenfold under contention (restored after the module)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,10 +18,9 @@ import yaml
 
 from layernas.cli.main import main
 from layernas.core.space import load_space
-from layernas.evaluate.recipe import train_hash
 from layernas.evaluate.trial import evaluate_tabular
 from layernas.store.audit import audit, disk_usage
-from layernas.store.keys import trial_key
+from layernas.store.keys import train_hash, trial_key
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config.yaml"

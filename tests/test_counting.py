@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from layernas.evaluate.counting import TORCHVISION_MODELS, count_madds_params, torchvision_cost
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test machine's cores are shared; torch's spinning intra-op threads slow tiny forward
-    # passes down tenfold under contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_counts_conv_and_linear_macs_and_nothing_else():

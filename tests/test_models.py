@@ -16,14 +16,7 @@ NETWORK_SPACES = [n for n in list_spaces() if load_space(n).backbone != "additiv
 ADDITIVE_SPACES = [n for n in list_spaces() if load_space(n).backbone == "additive"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test machine's cores are shared; torch's spinning intra-op threads slow tiny forward
-    # passes down tenfold under contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cases():

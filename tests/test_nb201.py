@@ -125,16 +125,6 @@ def _count(model, torch, size):
     return total[0], sum(p.numel() for p in model.parameters())
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: torch's threads only add contention on a shared CPU (restored after)."""
-    torch = pytest.importorskip("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("bench", list(nb201.DATASETS))
 def test_flops_formula_matches_built_networks(m, bench, one_thread):
     ctx = nb201.DATASETS[bench][1]

@@ -10,8 +10,8 @@ from layernas.cli.output import print_json, progress
 from layernas.core.space import load_space, parse_arch
 from layernas.core.status import search_summary
 from layernas.evaluate.oracle import load_oracle
-from layernas.evaluate.recipe import train_hash as oracle_train_hash
 from layernas.store.files import atomic_write_json, atomic_write_parquet
+from layernas.store.keys import train_hash as oracle_train_hash
 from layernas.store.keys import trial_key
 from layernas.store.layout import Layout
 

@@ -9,9 +9,9 @@ import yaml
 from layernas.cli.output import print_json
 from layernas.core.space import format_arch, load_space, parse_arch
 from layernas.core.status import Status
-from layernas.evaluate.recipe import TrainConfig, train_hash
+from layernas.evaluate.recipe import TrainConfig
 from layernas.evaluate.trial import run_trial
-from layernas.store.keys import trial_key
+from layernas.store.keys import train_hash, trial_key
 
 
 def cmd_trial(args) -> int:

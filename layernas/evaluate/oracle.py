@@ -7,7 +7,6 @@ before a search starts; an arch missing from a table fails with its name when it
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from layernas.core.space import Space, format_arch, parse_arch
 from layernas.core.strategies.base import Arch
+from layernas.store.keys import file_digest, is_table
 
 
 class OracleError(ValueError):
@@ -54,10 +54,6 @@ def read_table(path: str | Path):
     if len(dup):
         raise OracleError(f"oracle table {path}: arch {dup.iloc[0]!r} appears more than once")
     return df
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 class TableOracle:
@@ -105,20 +101,6 @@ class CallableOracle:
 
     def __call__(self, batch: list[Arch]) -> list[float | None]:
         return [self.fn(tuple(a)) for a in batch]
-
-
-def is_table(spec: str) -> bool:
-    return Path(spec).suffix in (".csv", ".parquet", ".txt") or Path(spec).exists()
-
-
-def oracle_id(spec: str) -> str:
-    """Identity of an oracle for trial keys: a table by its content (the same table anywhere
-    gives the same keys), a callable by its import path. Cheap: no table is parsed."""
-    if is_table(spec):
-        if not Path(spec).exists():
-            raise OracleError(f"oracle table {spec} does not exist")
-        return f"table:{file_digest(spec)}"
-    return f"callable:{spec}"
 
 
 def load_oracle(spec: str, space: Space) -> TableOracle | CallableOracle:

@@ -1,27 +1,16 @@
-"""Torch-free recipe dataclasses and the key rules: what a trial's and a final retraining's
-content key is made of. One module for both, so a field is hashed or not in one place and the
-workflow's controller validates a config (and names every job) without importing torch.
-
-A key is the hash of (space id + version, arch, recipe hash, seed). The recipe hash leaves out
-the fields in NOT_HASHED (where and how fast it runs, not what it computes), so moving a search
-to a GPU or changing its thread count reuses every finished trial and final retraining.
-"""
+"""Torch-free recipe dataclasses (proxy training, final retraining) and the one strict
+``from_dict`` every config dataclass uses, so the workflow's controller validates a config
+without importing torch. Which of their fields a key hashes is decided in
+``layernas.store.keys`` (NOT_HASHED)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 from layernas.evaluate.sources import DATASETS
-from layernas.store.keys import config_hash, trial_key
+from layernas.store.keys import FINAL_SELECTION, NOT_HASHED
 
 OPTIMIZERS = ("sgd", "rmsprop")
-# Fields of the train section that do not change a result: left out of every key.
-NOT_HASHED = ("device", "threads", "save_weights", "log_every")
-# Bumped when the trainer changes results for the same settings (2: BN recalibration before
-# evaluation), so old records are not reused as if they were new ones.
-TRAINER_VERSION = 2
-# Fields of the final section that choose what to retrain, not how.
-FINAL_SELECTION = ("activate", "top_n")
 
 
 def strict_fields(cls, raw: dict | None, section: str) -> dict:
@@ -112,28 +101,3 @@ class FinalConfig:
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / PAPER_BATCH
-
-
-def hashed_train(train: dict | None) -> dict:
-    """The part of a train section that decides a result (what keys hash)."""
-    return {k: v for k, v in (train or {}).items() if k not in NOT_HASHED}
-
-
-def train_hash(config: dict) -> str:
-    """Hash of whatever decides a trial's result besides space, arch and seed."""
-    if config["evaluator"] == "tabular":
-        from layernas.evaluate.oracle import oracle_id
-
-        return config_hash({"evaluator": "tabular", "oracle": oracle_id(str(config["oracle"]))})
-    return config_hash({"evaluator": "train", "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
-
-
-def final_hash(config: dict) -> str:
-    """Hash of what decides a final retraining: the final recipe (without the selection
-    fields) and the train section by the trial rule (NOT_HASHED left out, trainer version in)."""
-    final = {k: v for k, v in (config.get("final") or {}).items() if k not in FINAL_SELECTION}
-    return config_hash({"final": final, "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
-
-
-def final_key(space_id: str, arch: str, config: dict) -> str:
-    return trial_key(space_id, arch, final_hash(config), int(config.get("seed", 0)))

@@ -14,9 +14,8 @@ import threading
 from pathlib import Path
 
 from layernas.core.space import format_arch, load_space, parse_arch
-from layernas.evaluate.recipe import train_hash
 from layernas.store.files import atomic_write_bytes, atomic_write_json
-from layernas.store.keys import trial_key
+from layernas.store.keys import train_hash, trial_key
 from layernas.store.layout import METRICS, RECORD, WEIGHTS
 from layernas.store.records import record_run
 

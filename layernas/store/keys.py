@@ -1,13 +1,29 @@
-"""Content keys: a record is named by what it computes, never by where it sits in a search,
-so an interrupted search, a repeated layer sweep or a second search with another target
-finds every finished record again. What goes into a recipe's hash is decided in
-``layernas.evaluate.recipe``; this module only hashes."""
+"""Content keys and the rules of what goes into them, in one place.
+
+A record is named by what it computes, never by where it sits in a search, so an interrupted
+search, a repeated layer sweep or a second search with another target finds every finished
+record again. A key is the hash of (space id + version, arch, recipe hash, seed). The recipe
+hash leaves out the fields in NOT_HASHED (where and how fast a run goes, not what it computes),
+so moving a search to a GPU or changing its thread count reuses every finished trial and final
+retraining. Torch-free and pandas-free: the controller names every job, and the audit checks
+every record, without either.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
+
+# Fields of the train section that do not change a result: left out of every key.
+NOT_HASHED = ("device", "threads", "save_weights", "log_every")
+# Bumped when the trainer changes results for the same settings (2: BN recalibration before
+# evaluation), so old records are not reused as if they were new ones.
+TRAINER_VERSION = 2
+# Fields of the final section that choose what to retrain, not how.
+FINAL_SELECTION = ("activate", "top_n")
+TABLE_SUFFIXES = (".csv", ".parquet", ".txt")
 
 
 def config_hash(cfg: Any) -> str:
@@ -20,3 +36,46 @@ def trial_key(space_id: str, arch: str, recipe_hash: str, seed: int) -> str:
     """Short content hash naming ``trials/<key>/`` (and ``final/<key>/``)."""
     blob = f"{space_id}|{arch}|{recipe_hash}|{int(seed)}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def is_table(spec: str) -> bool:
+    """Whether an oracle spec names a table file (else it is ``module:function``)."""
+    return Path(spec).suffix in TABLE_SUFFIXES or Path(spec).exists()
+
+
+def oracle_id(spec: str) -> str:
+    """Identity of an oracle for trial keys: a table by its content (the same table anywhere
+    gives the same keys), a callable by its import path. Cheap: no table is parsed. A
+    ValueError when the table does not exist."""
+    if is_table(spec):
+        if not Path(spec).exists():
+            raise ValueError(f"oracle table {spec} does not exist")
+        return f"table:{file_digest(spec)}"
+    return f"callable:{spec}"
+
+
+def hashed_train(train: dict | None) -> dict:
+    """The part of a train section that decides a result (what keys hash)."""
+    return {k: v for k, v in (train or {}).items() if k not in NOT_HASHED}
+
+
+def train_hash(config: dict) -> str:
+    """Hash of whatever decides a trial's result besides space, arch and seed."""
+    if config["evaluator"] == "tabular":
+        return config_hash({"evaluator": "tabular", "oracle": oracle_id(str(config["oracle"]))})
+    return config_hash({"evaluator": "train", "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
+
+
+def final_hash(config: dict) -> str:
+    """Hash of what decides a final retraining: the final recipe (without the selection
+    fields) and the train section by the trial rule (NOT_HASHED left out, trainer version in)."""
+    final = {k: v for k, v in (config.get("final") or {}).items() if k not in FINAL_SELECTION}
+    return config_hash({"final": final, "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
+
+
+def final_key(space_id: str, arch: str, config: dict) -> str:
+    return trial_key(space_id, arch, final_hash(config), int(config.get("seed", 0)))

@@ -24,9 +24,8 @@ from layernas.core.search import (
 )
 from layernas.core.space import load_space
 from layernas.core.status import Action, Status, search_summary
-from layernas.evaluate.recipe import final_key, train_hash
 from layernas.store.files import atomic_write_json, atomic_write_parquet
-from layernas.store.keys import trial_key
+from layernas.store.keys import final_key, train_hash, trial_key
 from layernas.store.layout import LOG, Layout
 from layernas.store.records import metrics_accuracy, read_metrics
 from layernas.workflow.config import cost_kwargs, search_config

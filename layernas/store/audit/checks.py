@@ -28,7 +28,7 @@ from layernas.store.audit.problems import (
     Problem,
 )
 from layernas.store.audit.scan import RunInfo, Scan, current_stages, scan, stage_paths
-from layernas.store.keys import trial_key
+from layernas.store.keys import train_hash, trial_key
 from layernas.store.layout import INPUTS, METRICS
 from layernas.store.records import metrics_accuracy
 
@@ -95,16 +95,19 @@ def collect_refs(s: Scan) -> Refs:
 
 
 def _own_key(inputs: dict | None, arch: str) -> str | None:
-    """The key a trial's own trial.json implies, so a trial of another search config in the
-    same directory is told apart from a misnamed one: the key it records (tabular trials), else
-    the key of its space, training hash and seed (trained trials)."""
-    if not inputs:
+    """The key a trial's own trial.json implies (its space, recipe hash and seed), so a trial of
+    another search config in the same directory is told apart from a misnamed one. A tabular
+    trial's recipe hash is recomputed from its oracle (the table's content), not taken from the
+    key it records, so an edited oracle table shows as a key mismatch."""
+    if not inputs or inputs.get("space_id") is None or inputs.get("seed") is None:
         return None
-    if inputs.get("key") is not None:
-        return str(inputs["key"])
-    if inputs.get("space_id") is None or inputs.get("seed") is None or inputs.get("train_hash") is None:
-        return None
-    return trial_key(str(inputs["space_id"]), arch, str(inputs["train_hash"]), int(inputs["seed"]))
+    h = inputs.get("train_hash")
+    if h is None and inputs.get("evaluator") == "tabular" and inputs.get("oracle"):
+        try:
+            h = train_hash({"evaluator": "tabular", "oracle": str(inputs["oracle"])})
+        except (OSError, ValueError):
+            return None  # the oracle table is gone: cannot tell
+    return None if h is None else trial_key(str(inputs["space_id"]), arch, str(h), int(inputs["seed"]))
 
 
 def _content_key(key: str, arch: str, metrics: dict, expected: str | None, own: str | None,
