@@ -7,7 +7,6 @@ from torch import nn
 
 from layernas.evaluate.counting import TORCHVISION_MODELS, count_madds_params, torchvision_cost
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
