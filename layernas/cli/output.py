@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from layernas.core.describe import human_number
+
 
 def jsonable(obj: Any) -> Any:
     """``obj`` as plain JSON values: numpy scalars and arrays as Python numbers and lists,
@@ -41,8 +43,8 @@ def print_json(obj: Any) -> None:
 
 
 def si(x: float) -> str:
-    """3940000 -> 3.94M; small numbers as they are."""
-    return f"{x / 1e6:.2f}M" if abs(x) >= 1e5 else f"{x:g}"
+    """3940000 -> 3.94M; small numbers as they are (``layernas.core.describe``)."""
+    return human_number(x)
 
 
 def mb(n: float) -> str:
