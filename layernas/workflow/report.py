@@ -1,6 +1,7 @@
-"""Figures and tables for the Snakemake report and `layernas status`: best accuracy vs
-trials, accuracy vs cost with the target band and the Pareto front, one bucket-table heatmap
-per layer, and the final models table."""
+"""Figures and tables for the Snakemake report: best accuracy vs trials, accuracy vs cost with
+the target band, the Pareto front and the best models, one bucket-table heatmap per layer, the
+final models, transfer and failed-trials tables, and the front page (frontpage.py) that
+``workflow/report/workflow.rst`` includes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layernas.core.describe import UNITS, human_cost, human_number
+from layernas.store.files import atomic_write_text
 from layernas.store.records import read_metrics
+from layernas.workflow.frontpage import front_page, options_of
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -41,7 +45,8 @@ TRANSFER_COLUMNS = ("arch", "backbone", "pretrained", "backbone_madds", "detecto
 
 def transfer_table(paths) -> pd.DataFrame:
     """Found-vs-reference detection rows (the paper's transfer table), one pair per final model,
-    read from results/transfer/{key}/metrics.json."""
+    read from results/transfer/{key}/metrics.json. A per-size AP column with no value in any
+    row (the val split has no object of that size: COCOeval's -1, recorded as null) is left out."""
     rows = []
     for path in paths:
         m = json.loads(Path(path).read_text())
@@ -54,7 +59,10 @@ def transfer_table(paths) -> pd.DataFrame:
         for name, r in runs:
             rows.append({"key": Path(path).parent.name} | {c: r.get(c) for c in TRANSFER_COLUMNS}
                         | {"arch": m["arch"], "backbone": name})
-    return pd.DataFrame(rows, columns=["key", *TRANSFER_COLUMNS])
+    df = pd.DataFrame(rows, columns=["key", *TRANSFER_COLUMNS])
+    if len(df):
+        df = df.drop(columns=[c for c in ("ap_small", "ap_medium", "ap_large") if df[c].isna().all()])
+    return df
 
 
 def failed_table(history: pd.DataFrame, trials_dir: str | Path) -> pd.DataFrame:
@@ -73,7 +81,100 @@ def failed_table(history: pd.DataFrame, trials_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def write_report_figures(summary, history, tables, final, out, space_name, transfer=()) -> None:
+def final_table(final_paths, summary: dict, space=None) -> pd.DataFrame:
+    """One row per final model (results/final/{key}/metrics.json), with the search's view of
+    it: ``cost`` in the searched metric as the search costed it and ``val_accuracy``, the proxy
+    trial's accuracy (summary.json ``top``, i.e. search/top.parquet). Without final retraining
+    (evaluator tabular, ``final.activate: false``) the top models themselves, with a note.
+    The ``error`` column is there only when some retraining failed."""
+    top = {r["final_key"]: r for r in summary.get("top") or [] if r.get("final_key")}
+    rows = []
+    for path in final_paths:
+        m = json.loads(Path(path).read_text())
+        key = Path(path).parent.name
+        t = top.get(key, {})
+        arch = m.get("arch", t.get("arch"))
+        rows.append({"key": key, "arch": arch, "options": options_of(space, str(arch)), "cost": t.get("cost"),
+                     "val_accuracy": t.get("accuracy"), "test_accuracy": m.get("test_accuracy"),
+                     "status": m.get("status"), "madds": m.get("madds"), "params": m.get("params"),
+                     "epochs": m.get("epochs"), "wall_seconds": m.get("wall_seconds"), "error": m.get("error")})
+    if rows:
+        df = pd.DataFrame(rows)
+        return df if df["error"].notna().any() else df.drop(columns="error")
+    cols = ["key", "final_key", "arch", "options", "cost", "val_accuracy", "note"]
+    rows = [{"key": r.get("key"), "final_key": r.get("final_key"), "arch": r["arch"],
+             "options": options_of(space, str(r["arch"])), "cost": r.get("cost"), "val_accuracy": r.get("accuracy"),
+             "note": "final retraining not run (evaluator tabular or final.activate false)"}
+            for r in summary.get("top") or []]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def stage_notes(config: dict | None) -> dict[str, str]:
+    """What the front page says where the final or transfer stage did not run."""
+    config = config or {}
+    tabular = config.get("evaluator") == "tabular"
+    if tabular:
+        final = "not run (evaluator tabular: accuracies come from a table, there is no model to retrain)"
+    elif not config.get("final", {}).get("activate", True):
+        final = "not run (``final.activate: false``)"
+    else:
+        final = "not run"
+    if tabular or not config.get("final", {}).get("activate", True):
+        transfer = "not run (needs a retrained final model)"
+    elif not config.get("transfer", {}).get("activate", False):
+        transfer = "not run (``transfer.activate: false``)"
+    else:
+        transfer = "not run"
+    search = ("accuracy from the oracle table" if tabular
+              else "validation accuracy after proxy training")
+    return {"final_note": final, "transfer_note": transfer, "search_accuracy": search}
+
+
+def _human_axis(ax, metric: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: human_number(x)))
+    ax.set_xlabel(UNITS.get(metric, metric))
+
+
+def plot_accuracy_vs_cost(hist: pd.DataFrame, summary: dict, path, space_name: str, ylabel: str) -> None:
+    """Every trained model, the target band, the Pareto front and the top models (stars)."""
+    import matplotlib.pyplot as plt
+
+    lo, hi = summary["target"]
+    metric = summary.get("metric", "madds")
+    ev = hist[hist["status"] == "ok"]
+    ev = ev[pd.to_numeric(ev["accuracy"], errors="coerce").notna()]
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    ax.axvspan(lo, hi, color="tab:green", alpha=0.18, label=f"target {human_number(lo)}-{human_cost(hi, metric)}")
+    ax.scatter(ev["cost"], ev["accuracy"].astype(float), s=14, alpha=0.6, label="trained models")
+    if len(ev):
+        idx = pareto_front(ev["cost"].to_numpy(float), ev["accuracy"].to_numpy(float))
+        pf = ev.iloc[idx]
+        ax.plot(pf["cost"], pf["accuracy"], color="tab:red", drawstyle="steps-post", label="Pareto front")
+    top = pd.DataFrame(summary.get("top") or [])
+    if len(top):
+        ax.scatter(top["cost"], top["accuracy"], marker="*", s=170, color="gold", edgecolor="black",
+                   linewidth=0.8, zorder=5, label="best in target")
+        b = top.iloc[0]
+        ax.annotate(str(b["arch"]), (b["cost"], b["accuracy"]), textcoords="offset points", xytext=(8, -12),
+                    fontsize=8, annotation_clip=True)
+    costs = ev["cost"].to_numpy(float)
+    left, right = min([lo, *costs]), max([hi, *costs])
+    pad = 0.08 * ((right - left) or abs(right) or 1.0)
+    ax.set_xlim(left - pad, right + pad)
+    _human_axis(ax, metric)
+    ax.set_ylabel(ylabel)
+    found = f"best {top.iloc[0]['arch']}" if len(top) else "no model in the target range"
+    ax.set_title(f"{space_name}: {found}", fontsize=10)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report_figures(summary, history, tables, final, out, space_name, transfer=(), config=None) -> None:
+    """Everything rule report_plots writes (see workflow/rules/report.smk): the figures, the
+    tables and, with ``out["front"]``, the front page (layernas/workflow/frontpage.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,33 +182,25 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
 
     s = json.loads(Path(summary).read_text())
     lo, hi = s["target"]
+    metric = s.get("metric", "madds")
     hist = pd.read_parquet(history)
     tab = pd.read_parquet(tables)
+    space = _space(config)
+    notes = stage_notes(config)
 
     curve = best_so_far(hist, lo, hi)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(curve["trial"], curve["best"], drawstyle="steps-post")
     ax.set_xlabel("trials")
     ax.set_ylabel("best accuracy in target range")
-    ax.set_title(f"{space_name}: best in [{lo:g}, {hi:g}]")
+    ax.set_title(f"{space_name}: best in {human_number(lo)}-{human_cost(hi, metric)}")
     fig.tight_layout()
     fig.savefig(out["progress"], dpi=110)
     plt.close(fig)
 
-    ev = hist[hist["status"] == "ok"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label="target range")
-    ax.scatter(ev["cost"], ev["accuracy"], s=10, alpha=0.6, label="trials")
-    if len(ev):
-        idx = pareto_front(ev["cost"].to_numpy(float), ev["accuracy"].to_numpy(float))
-        pf = ev.iloc[idx]
-        ax.plot(pf["cost"], pf["accuracy"], color="tab:red", drawstyle="steps-post", label="Pareto front")
-    ax.set_xlabel(s["metric"])
-    ax.set_ylabel("validation accuracy")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out["scatter"], dpi=110)
-    plt.close(fig)
+    plot_accuracy_vs_cost(hist, s, out["scatter"], space_name,
+                          "accuracy (oracle table)" if config and config.get("evaluator") == "tabular"
+                          else "validation accuracy (proxy training)")
 
     hdir = Path(out["heatmaps"])
     hdir.mkdir(parents=True, exist_ok=True)
@@ -127,18 +220,34 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
         fig.savefig(hdir / f"layer{layer}.png", dpi=100)
         plt.close(fig)
 
-    rows = []
-    for path in final:
-        m = json.loads(Path(path).read_text())
-        rows.append({"key": Path(path).parent.name} | {k: m.get(k) for k in ("arch", "status", "madds", "params", "test_accuracy",
-                                            "val_accuracy", "epochs", "wall_seconds", "error")})
-    top = pd.DataFrame(s.get("top", []))
-    if rows:
-        final_df = pd.DataFrame(rows)
-    else:
-        final_df = top.assign(note="final retraining not run (evaluator tabular or final.activate false)")
-    final_df.to_csv(out["final"], index=False)
+    final_table(final, s, space).to_csv(out["final"], index=False)
     if "transfer" in out:
         transfer_table(transfer).to_csv(out["transfer"], index=False)
     if "failed" in out:
         failed_table(hist, Path(history).parents[1] / "trials").to_csv(out["failed"], index=False)
+    if "front" in out:
+        finals = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in final}
+        transfers = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in transfer}
+        results = str(Path(history).parents[1])
+        text = front_page(s, space=space, cost_kwargs=_cost_kwargs(config), history=hist, finals=finals,
+                          transfers=transfers, figure=out["scatter"], results=results, **notes)
+        atomic_write_text(out["front"], text)
+
+
+def _space(config: dict | None):
+    if not config or not config.get("space"):
+        return None
+    from layernas.core.space import SpaceError, load_space
+
+    try:
+        return load_space(config["space"])
+    except (SpaceError, OSError, ValueError):
+        return None
+
+
+def _cost_kwargs(config: dict | None) -> dict:
+    if not config:
+        return {}
+    from layernas.workflow.config import cost_kwargs
+
+    return cost_kwargs(config)

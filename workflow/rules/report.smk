@@ -1,4 +1,6 @@
 # Plots and tables for `snakemake --report report.html`; captions in workflow/report/.
+# front.rst is the report's front page (what was found, with the accuracy-vs-cost figure
+# embedded): workflow/report/workflow.rst includes it.
 
 
 rule report_plots:
@@ -40,6 +42,7 @@ rule report_plots:
             caption="../report/failed_trials.rst",
             category="Search",
         ),
+        front=str(L.report("front.rst")),
         done=touch(str(L.report(".done"))),
     log:
         str(L.log("report_plots")),
