@@ -21,8 +21,9 @@ run: setup
 	@if $(BIN)/python -c "from layernas.evaluate.data import check_source; check_source('fashion-mnist', None)" 2>/dev/null; \
 	  then extra=""; else echo "Fashion-MNIST is not installed: running on sklearn digits (config/digits.yaml)"; \
 	  extra="--configfile config.yaml config/digits.yaml"; fi; \
-	$(BIN)/snakemake --cores $(CORES) $$extra && $(BIN)/snakemake --cores 1 $$extra --report report.html
-	@echo "report: report.html   status: $(BIN)/layernas status results"
+	$(BIN)/snakemake --cores $(CORES) $$extra; rc=$$?; \
+	  if [ -f results/search/summary.json ]; then $(BIN)/snakemake --cores 1 $$extra --report report.html \
+	    && echo "report: report.html   status: . $(BIN)/activate && layernas status results"; fi; exit $$rc
 
 # The whole suite, slow tests included (CI runs exactly this). pytest's exit 5 ("no tests
 # collected") is turned into a failure so an empty run can never pass.
