@@ -18,7 +18,7 @@ setup: $(BIN)/layernas
 # The main job: the default workflow (config.yaml) and its report. Without Debian's
 # dataset-fashion-mnist (not root, no apt) it runs on sklearn digits and says so.
 run: setup
-	@if $(BIN)/python -c "from layernas.evaluate.data import check_source; check_source('fashion-mnist', None)" 2>/dev/null; \
+	@if $(BIN)/python -c "from layernas.evaluate.sources import check_source; check_source('fashion-mnist', None)" 2>/dev/null; \
 	  then extra=""; else echo "Fashion-MNIST is not installed: running on sklearn digits (config/digits.yaml)"; \
 	  extra="--configfile config.yaml config/digits.yaml"; fi; \
 	$(BIN)/snakemake --cores $(CORES) $$extra; rc=$$?; \
