@@ -9,6 +9,7 @@ functions; JSON and number formatting are in ``layernas.cli.output``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 # `import layernas.cli.X as X`, not `from layernas.cli import X`: this module then depends on the
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("layernas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`layernas status | head -1`): stop quietly, as Unix tools do. Point
+        # stdout at /dev/null so the interpreter's last flush does not fail again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a tool killed by the broken pipe
 
 
 if __name__ == "__main__":

@@ -139,3 +139,12 @@ class Layout:
 
     def report(self, name: str) -> Path:
         return self.report_dir / name
+
+    # what a person follows: one line per stage start/end, and the state of the last run
+    @property
+    def progress_log(self) -> Path:
+        return self.root / "logs" / "progress.log"
+
+    @property
+    def run_state(self) -> Path:
+        return self.root / "logs" / "run.json"

@@ -225,6 +225,7 @@ def top_models(history: pd.DataFrame, config: SearchConfig, n: int) -> pd.DataFr
 
 def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: dict[int, str], out: dict[str, str]) -> dict:
     from layernas.core.search import best_in_target
+    from layernas.workflow.outcome import explain
 
     hist = pd.read_parquet(history_in)
     frames = [pd.read_parquet(p) for _, p in sorted(tables.items())]
@@ -233,10 +234,17 @@ def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: 
     n_top = int(ctx.config.get("final", {}).get("top_n", 3))
     top = top_models(hist, ctx.search, n_top)
     top = top.assign(final_key=[ctx.final_key(a) for a in top["arch"]])
+    best = best_in_target(hist, ctx.search)
+    # Loud outcomes (layernas.workflow.outcome): "found", or "no-model-in-target" with why and what to change.
+    outcome, message = explain(
+        hist, best, stopped, ctx.geo.budget, lo=ctx.search.target_min, hi=ctx.search.target_max,
+        metric=ctx.search.metric, settings=dataclasses.asdict(ctx.search), results=ctx.results, space=ctx.space,
+    )
     summary = search_summary(
-        ctx.space, ctx.search, hist, best_in_target(hist, ctx.search), stopped, ctx.geo.budget,
+        ctx.space, ctx.search, hist, best, stopped, ctx.geo.budget,
         evaluator=ctx.config["evaluator"], stages=len(stages),
         top=top[["arch", "key", "final_key", "cost", "accuracy"]].to_dict("records"),
+        outcome=outcome, message=message,
     )
     atomic_write_parquet(out["history"], hist)
     atomic_write_parquet(out["tables"], tables_df)
