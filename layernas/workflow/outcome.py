@@ -125,8 +125,8 @@ def preflight_warnings(geo: Geometry) -> list[str]:
     if geo.budget >= needed:
         return []
     target = target_text(cfg.target_min, cfg.target_max, cfg.metric)
-    where = (f"the first candidate in the target range {target} is trial {needed} of the {layer0} of sweep 0 "
-             "layer 0" if inside else
+    where = (f"sweep 0 layer 0 evaluates {layer0} candidates first, and the first of them in the target range "
+             f"{target} is number {needed}" if inside else
              f"sweep 0 layer 0 evaluates {layer0} candidates, none in the target range {target}, so at least "
              f"{needed} trials are needed")
     return [f"warning: search.budget ({geo.budget}) is too small to reach the target: {where}. This run will end "
