@@ -380,7 +380,15 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     base = tmp_path / "flaky.yaml"
     base.write_text(yaml.safe_dump(FLAKY))
     wd = tmp_path / "run"
-    snakemake(wd, base=str(base), timeout=600)
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        """This budget ends before the target range (a loud outcome: exit status 3); the
+        failures, not the outcome, are what this test is about."""
+        proc = snakemake(wd, *extra, base=str(base), timeout=600, check=False)
+        assert proc.returncode in (0, 3), proc.stderr[-3000:]
+        return proc
+
+    run()
     res = wd / "results"
     records = {p.parent.name: json.loads(p.read_text()) for p in (res / "trials").glob("*/metrics.json")}
     expected_error = {"crash": "simulated crash", "nan": "oracle returned nan", "timeout": "TrialTimeout"}
@@ -408,14 +416,14 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     assert {e["key"] for e in st["failed_trials"]} <= failed
 
     before = evaluated_at(res)
-    proc = snakemake(wd, base=str(base))
+    proc = run()
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert evaluated_at(res) == before
 
     subprocess.run([sys.executable, "-m", "layernas.cli.main", "retry-failed", str(res)], check=True,
                    capture_output=True)
     assert sorted(p.name.split(".")[0] for p in (res / "failed").iterdir()) == sorted(failed)
-    snakemake(wd, "--forcerun", "aggregate", base=str(base), timeout=600)
+    run("--forcerun", "aggregate")
     after = evaluated_at(res)
     assert {k: after[k] for k in before if k not in failed} == {k: before[k] for k in before if k not in failed}
     assert all(k in after and after[k] > before[k] for k in failed)
