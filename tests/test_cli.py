@@ -87,3 +87,31 @@ def test_bad_input_is_one_error_line(args, needle):
     assert p.returncode == 2
     assert needle in p.stderr and "Traceback" not in p.stderr
     assert p.stderr.strip().count("\n") == 0
+
+
+def test_an_oracle_exported_from_a_search_history_is_accepted(tmp_path):
+    """history.parquet repeats an arch (cached rows with the same accuracy, dropped rows with
+    none): exported to CSV it is a usable oracle, one row per arch, and a search on it finds the
+    same best model. Repeats that disagree are still refused, naming the arch and both values."""
+    out = tmp_path / "s"
+    first = json.loads(layernas("search", "--space", "appendix-i", "--oracle", "layernas.examples.toy:appendix_i",
+                                "--target-min", "8", "--target-max", "9", "-H", "4", "-K", "2", "-R", "2",
+                                "--out", str(out), "--json", "--quiet").stdout)
+    hist = pd.read_parquet(out / "history.parquet")
+    assert hist["arch"].duplicated().any() and hist["status"].eq("cached").any()
+    table = tmp_path / "oracle.csv"
+    hist.to_csv(table, index=False)
+    again = json.loads(layernas("search", "--space", "appendix-i", "--oracle", str(table), "--target-min", "8",
+                                "--target-max", "9", "-H", "4", "-K", "2", "-R", "2", "--json", "--quiet").stdout)
+    assert again["best"]["arch"] == first["best"]["arch"] and again["best"]["accuracy"] == first["best"]["accuracy"]
+    assert again["trials"] == first["trials"]
+
+    cached = hist.index[hist["status"].eq("cached")][0]
+    arch, acc = hist.loc[cached, "arch"], hist.loc[cached, "accuracy"]
+    hist.loc[cached, "accuracy"] = acc + 0.01
+    hist.to_csv(table, index=False)
+    p = layernas("search", "--space", "appendix-i", "--oracle", str(table), "--target-min", "8", "--target-max", "9",
+                 check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"arch '{arch}' appears more than once with different accuracy" in p.stderr
+    assert repr(float(acc)) in p.stderr and repr(float(acc + 0.01)) in p.stderr

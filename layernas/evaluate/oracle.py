@@ -1,8 +1,8 @@
 """Accuracy oracles for searches without training: tables (CSV/Parquet) or Python callables.
 
 An oracle is what the in-process driver and the workflow's ``evaluator: tabular`` call instead
-of a trainer. Tables are checked on load (columns, types, duplicate archs) so a bad table fails
-before a search starts; an arch missing from a table fails with its name when it is queried.
+of a trainer. Tables are checked on load (columns, types, archs repeated with different accuracies) so a
+bad table fails before a search starts; an arch missing from a table fails with its name when it is queried.
 """
 
 from __future__ import annotations
@@ -50,10 +50,49 @@ def read_table(path: str | Path):
             f"(row {bad.index[0]}) has {bad.iloc[0]!r}"
         )
     df = df.assign(arch=df["arch"].astype(str).str.strip(), accuracy=acc)
-    dup = df["arch"][df["arch"].duplicated()]
-    if len(dup):
-        raise OracleError(f"oracle table {path}: arch {dup.iloc[0]!r} appears more than once")
+    if df["arch"].duplicated().any():
+        df = drop_repeated_archs(df, path)
     return df
+
+
+def _value_columns(df) -> list[str]:
+    """The columns a reader takes values from (the oracle: accuracy; the benchmark harness:
+    per-seed accuracy_<k>, test_accuracy, train_time, cost): repeats of an arch must agree on them."""
+    named = ("accuracy", "test_accuracy", "train_time", "cost")
+    return [c for c in df.columns if c in named or (c.startswith("accuracy_") and c[9:].isdigit())]
+
+
+def _show(v) -> str:
+    try:
+        return repr(float(v))
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def drop_repeated_archs(df, path):
+    """One row per arch. A table exported from a search's history.parquet repeats an arch (its
+    cached rows carry the same accuracy, its dropped rows none), so repeats are accepted when
+    they agree: rows without an accuracy are left out where the arch has a row with one, then
+    rows equal on every value column (``_value_columns``; blank equals blank) are dropped but
+    the first. Repeats that disagree raise OracleError naming the arch, the column and both values."""
+    has = df["accuracy"].notna()
+    df = df[has | ~df["arch"].isin(set(df.loc[has, "arch"]))]
+    cols = _value_columns(df)
+    rep = df[df["arch"].duplicated(keep=False)]
+    distinct = rep.groupby("arch", sort=False)[cols].nunique(dropna=False)
+    bad = distinct[(distinct > 1).any(axis=1)]
+    if len(bad):
+        arch = bad.index[0]
+        col = next(c for c in cols if bad.loc[arch, c] > 1)
+        rows = rep[rep["arch"] == arch]
+        first = rows[col].iloc[0]
+        other = rows[col][~((rows[col] == first) | (rows[col].isna() & (first != first)))]
+        raise OracleError(
+            f"oracle table {path}: arch {arch!r} appears more than once with different {col}: "
+            f"{_show(first)} (row {rows.index[0]}) and {_show(other.iloc[0])} (row {other.index[0]}); "
+            "keep one row per arch"
+        )
+    return df.drop_duplicates("arch").reset_index(drop=True)
 
 
 class TableOracle:

@@ -11,13 +11,20 @@ so the same call gives a concrete path (``children(0, 3)``) or a Snakemake patte
     R/search/r{r}/l{l}/buckets.parquet      table(r, l): the memorial table M_l after (r, l)
     R/search/r{r}/l{l}/history.parquet      every child generated up to and including (r, l)
     R/search/{summary.json, history.parquet, tables.parquet, top.parquet}   after the search
-    R/trials/{key}/{trial.json, log.txt, metrics.json, finished.json, model.pt}
+    R/trials/{key}/{trial.json, log.txt, metrics.json, finished.json, model.pt}   (or STORE/{key}/...)
     R/final/{key}/...   R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
     R/logs/{kind}/{name}.log   R/benchmarks/{kind}/{name}.tsv   R/report/
+
+The trial records may live outside the results directory, in a **trial store** (the config's
+``trials:``) that several results directories and several users' searches share: trials are
+named by content, so a key found in the store is the same trial whoever asked for it. The
+workflow records the store in ``search.json`` (``trials``: its absolute path, or null for the
+default ``R/trials``); readers that know only the results directory use ``Layout.of_results``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,15 +46,45 @@ Part = int | str
 
 
 class Layout:
-    """Paths of one results directory (``results:`` in the config)."""
+    """Paths of one results directory (``results:`` in the config), and of the trial store it
+    uses (``trials_dir``; default ``root/trials``). Relative paths are relative to the working
+    directory, as everywhere else."""
 
-    def __init__(self, root: str | Path = "results", search_dir: str | Path | None = None):
+    def __init__(self, root: str | Path = "results", search_dir: str | Path | None = None,
+                 trials_dir: str | Path | None = None):
         self.root = Path(root)
         # `layernas search --out DIR` writes only the search part, with DIR as its search dir.
         self._search = Path(search_dir) if search_dir is not None else self.root / "search"
+        self._trials = Path(trials_dir) if trials_dir is not None else self.root / "trials"
+
+    @classmethod
+    def of_results(cls, results: str | Path) -> Layout:
+        """The layout of an existing results directory, with the trial store its run recorded in
+        ``search/search.json`` (``trials``). The default store ``results/trials`` when the run
+        recorded none, or when search.json is missing or unreadable (the audit reports that)."""
+        layout = cls(results)
+        try:
+            meta = json.loads(layout.search_meta.read_text())
+        except (OSError, ValueError):
+            return layout
+        store = meta.get("trials") if isinstance(meta, dict) else None
+        return cls(results, trials_dir=store) if isinstance(store, str) and store else layout
 
     def __repr__(self) -> str:
+        if self.shared_store:
+            return f"Layout({str(self.root)!r}, trials_dir={str(self._trials)!r})"
         return f"Layout({str(self.root)!r})"
+
+    @property
+    def trials_dir(self) -> Path:
+        """The trial store: one directory per trial key."""
+        return self._trials
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether the trials live outside this results directory (``trials:`` in the config),
+        where other searches may read and write them too."""
+        return self._trials != self.root / "trials"
 
     # search stages
     @property
@@ -95,10 +132,10 @@ class Layout:
     def area(self, name: str) -> Path:
         if name not in KEYED_AREAS:
             raise ValueError(f"area: must be one of {', '.join(KEYED_AREAS)}, got {name!r}")
-        return self.root / name
+        return self._trials if name == "trials" else self.root / name
 
     def trial_dir(self, key: Part) -> Path:
-        return self.root / "trials" / str(key)
+        return self._trials / str(key)
 
     def trial_metrics(self, key: Part) -> Path:
         return self.trial_dir(key) / METRICS

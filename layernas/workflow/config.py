@@ -7,6 +7,7 @@ exit. Nothing here imports torch, so the controller validates a config in well u
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,30 @@ def cost_kwargs(config: dict) -> dict:
     return out
 
 
+def trial_store(config: dict) -> Path | None:
+    """The trial store the config names (``trials:``), as an absolute path (~ and $VARS
+    expanded, a relative path taken from the working directory), or None for the default
+    ``<results>/trials``, also when ``trials`` names that very directory. Raises ConfigError
+    for a variable that is not set, or a store that is the results directory or holds it."""
+    raw = config.get("trials")
+    if raw is None or str(raw).strip() == "":
+        return None
+    expanded = os.path.expandvars(os.path.expanduser(str(raw).strip()))
+    if "$" in expanded:
+        raise ConfigError(f"config field 'trials': {_show(raw)} names an environment variable that is not set "
+                          f"(expanded to {expanded!r})")
+    store = Path(os.path.abspath(expanded))
+    results = Path(os.path.abspath(str(config.get("results", "results"))))
+    if store == results / "trials":
+        return None
+    if store == results or store in results.parents:
+        raise ConfigError(f"config field 'trials': {_show(raw)} is the results directory {str(results)!r} or holds "
+                          "it; name a directory of its own (its entries are trial keys)")
+    if store.exists() and not store.is_dir():
+        raise ConfigError(f"config field 'trials': {_show(raw)} exists and is not a directory")
+    return store
+
+
 def oracle_spec(config: dict, space: Space):
     from layernas.evaluate.oracle import load_oracle
 
@@ -137,6 +162,7 @@ def oracle_spec(config: dict, space: Space):
 
 def validate(config: dict) -> None:
     """Semantic checks the JSON schema cannot express; raise ConfigError naming the field."""
+    trial_store(config)
     try:
         space = load_space(config["space"])
     except SpaceError as exc:

@@ -6,6 +6,7 @@ itself (which children, which bucket table) from ``layernas.core.search``."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -26,9 +27,9 @@ from layernas.core.space import load_space
 from layernas.core.status import Action, Status, search_summary
 from layernas.store.files import atomic_write_json, atomic_write_parquet
 from layernas.store.keys import final_key, train_hash, trial_key
-from layernas.store.layout import LOG, Layout
+from layernas.store.layout import LOG, RECORD, Layout
 from layernas.store.records import metrics_accuracy, read_metrics
-from layernas.workflow.config import cost_kwargs, search_config
+from layernas.workflow.config import cost_kwargs, search_config, trial_store
 
 # --------------------------------------------------------------------------- context
 
@@ -38,7 +39,9 @@ class Context:
 
     def __init__(self, config: dict):
         self.config = config
-        self.layout = Layout(config.get("results", "results"))
+        # None: the default <results>/trials; else the absolute path of a (shared) trial store
+        self.store = trial_store(config)
+        self.layout = Layout(config.get("results", "results"), trials_dir=self.store)
         self.results = self.layout.root
         self.space = load_space(config["space"])
         self.search = search_config(config)
@@ -51,10 +54,16 @@ class Context:
     def signature(self) -> dict:
         """What decides the search trajectory; a rule param, so changing any of it re-runs
         the (cheap) search stages while every trial is found again by its content key."""
-        return {
+        sig = {
             "space": self.space.space_id, "train_hash": self.train_hash, "seed": self.seed,
             "search": dataclasses.asdict(self.search), "cost": self.cost_kwargs, "budget": self.geo.budget,
         }
+        # The store does not change the search, but it is what search.json tells readers
+        # (Layout.of_results): moving to another store re-runs the cheap stages, which rewrite
+        # search.json. Only when set, so the default layout keeps the signature it always had.
+        if self.store is not None:
+            sig["trials"] = str(self.store)
+        return sig
 
     def key(self, arch: str) -> str:
         return trial_key(self.space.space_id, arch, self.train_hash, self.seed)
@@ -74,6 +83,15 @@ class Context:
 
     def trial_path(self, key: str) -> str:
         return str(self.layout.trial_metrics(key))
+
+    def trial_paths(self, stages: list[tuple[int, int]]) -> list[str]:
+        """metrics.json of every trial the children tables of ``stages`` ask to evaluate: the
+        targets that make the same snakemake command redo a deleted trial. Memoised per
+        table like ``keys_to_evaluate`` (the `all` rule asks on every DAG update)."""
+        out: list[str] = []
+        for r, l in stages:
+            out += _trial_paths(str(self.layout.trials_dir), *_stat_key(self.children_path(r, l)))
+        return out
 
     # stage inputs (file names only; used by the rules' input functions)
     def children_inputs(self, r: int, l: int) -> dict[str, str]:
@@ -97,11 +115,15 @@ class Context:
         return out
 
 
+def _stat_key(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return path, st.st_mtime_ns, st.st_size
+
+
 def read_parquet_cached(path: str) -> pd.DataFrame:
     """Parquet read memoised on (path, mtime, size): Snakemake re-evaluates the DAG after every
     checkpoint and walks all stages each time, so without this the walk is quadratic in reads."""
-    st = os.stat(path)
-    return _read_parquet(path, st.st_mtime_ns, st.st_size)
+    return _read_parquet(*_stat_key(path))
 
 
 @lru_cache(maxsize=4096)
@@ -125,16 +147,50 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
     planned = planned.assign(stopped=stopped)
     atomic_write_parquet(out, planned)
     # Metadata for `layernas status` / audit (same content every stage, written atomically).
+    # ``trials``: the trial store (absolute path; null for <results>/trials), for readers that
+    # know only the results directory (Layout.of_results).
     atomic_write_json(ctx.layout.search_meta, {**ctx.signature, "target": [
         ctx.search.target_min, ctx.search.target_max], "metric": ctx.search.metric,
-        "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"]})
+        "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"],
+        "trials": None if ctx.store is None else str(ctx.store)})
     return planned
 
 
 def keys_to_evaluate(children_path: str) -> list[str]:
-    """Trial keys stage (r, l) evaluates, from its children table (memoised read)."""
-    kids = read_parquet_cached(children_path)
-    return list(kids.loc[kids["action"] == Action.EVALUATE, "key"])
+    """Trial keys stage (r, l) evaluates, from its children table (memoised)."""
+    return list(_keys_to_evaluate(*_stat_key(children_path)))
+
+
+@lru_cache(maxsize=4096)
+def _keys_to_evaluate(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    kids = _read_parquet(path, mtime_ns, size)
+    return tuple(str(k) for k in kids.loc[kids["action"] == Action.EVALUATE, "key"])
+
+
+@lru_cache(maxsize=4096)
+def _trial_paths(store: str, path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    layout = Layout(trials_dir=store)
+    return tuple(str(layout.trial_metrics(k)) for k in _keys_to_evaluate(path, mtime_ns, size))
+
+
+def read_trial_metrics(layout: Layout, key: str) -> dict:
+    """A finished trial's metrics.json; its second copy (finished.json) in the moment a rerun
+    of that trial by another search sharing the store has deleted metrics.json (Snakemake
+    deletes a job's output before running it) and not yet restored it from that copy."""
+    path = layout.trial_metrics(key)
+    try:
+        return read_metrics(path)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): a damaged trial record; `layernas audit "
+                         f"{layout.root} --fix` deletes it, then the same command redoes that trial") from None
+    except FileNotFoundError:
+        try:
+            rec = json.loads((layout.trial_dir(key) / RECORD).read_text())
+        except (OSError, ValueError):
+            rec = None
+        if isinstance(rec, dict) and rec.get("key") == key and isinstance(rec.get("metrics"), dict):
+            return rec["metrics"]
+        raise
 
 
 def final_keys_of(top_path: str) -> list[str]:
@@ -168,7 +224,7 @@ def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], bucket
     evaluated = results_from_history(hist) if hist is not None else {}
     new, records = {}, {}
     for a, key in planned.loc[planned["action"] == Action.EVALUATE, ["arch", "key"]].itertuples(index=False):
-        records[key] = read_metrics(ctx.trial_path(key))
+        records[key] = read_trial_metrics(ctx.layout, key)
         new[a] = metrics_accuracy(records[key])
     check_stage_not_all_failed(ctx, r, l, records)
     table, stage_hist = finish_stage(

@@ -8,7 +8,6 @@ from layernas.workflow.stages import (
     Context,
     arch_for_key,
     final_keys_of,
-    keys_to_evaluate,
     latest_tables,
     walk,
 )
@@ -41,7 +40,8 @@ def stage_inputs_children(wc):
 def stage_inputs_aggregate(wc):
     r, l = int(wc.r), int(wc.l)
     inputs = CTX.aggregate_inputs(r, l)
-    inputs["trials"] = [CTX.trial_path(k) for k in keys_to_evaluate(children_of(r, l))]
+    children_of(r, l)  # IncompleteCheckpointException until children(r, l) has run
+    inputs["trials"] = CTX.trial_paths([(r, l)])
     return inputs
 
 
@@ -77,7 +77,13 @@ def transfer_targets():
 
 
 def all_targets(wc):
-    targets = [str(L.summary)]
+    # Every trial the search asks for is a target too, not only an input of its aggregate
+    # stage: a trial deleted after its stage was aggregated (or by `layernas audit --fix`) is
+    # then redone by the same command, and the stages after it re-run by mtime. Without it,
+    # Snakemake leaves a missing intermediate file alone when what follows is up to date.
+    stages, _ = search_walk()
+    targets = CTX.trial_paths(stages)
+    targets.append(str(L.summary))
     targets += final_targets()
     targets += transfer_targets()
     if config["report"]["activate"]:

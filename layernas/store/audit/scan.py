@@ -260,7 +260,7 @@ def no_search(layout: Layout, hint: str = "") -> ValueError:
 
 def scan(results: str | Path) -> tuple[Scan, list[Problem]]:
     """Read a results directory (raise ValueError when it holds no search)."""
-    layout = Layout(results)
+    layout = Layout.of_results(results)
     if not layout.search_dir.is_dir():
         raise no_search(layout, "; give the workflow's results directory (the config's `results`)")
     problems: list[Problem] = []
