@@ -92,7 +92,7 @@ def run_case(case: dict, tmp: Path) -> Outcome:
     else:
         override = BAD / case["file"]
     out = Outcome(snakemake(tmp / "run", override), tmp / "run")
-    if case["entry"] == "trial" and out.proc.returncode == 0:
+    if case["entry"] == "trial" and out.proc.returncode in (0, 3):  # 3: finished, no model in target
         for name in AFTER_GOOD_RUN:
             before = snapshot(out.workdir / "results")
             proc = snakemake(out.workdir, BAD / name)
@@ -153,7 +153,8 @@ def test_missing_oracle_arch_fails_only_that_trial(outcomes):
     """A table without an arch the search needs cannot be found out up front (the search picks
     the archs): the run goes on, and each such trial is recorded failed, naming its arch."""
     proc, workdir = outcomes[TRIAL_CASE].proc, outcomes[TRIAL_CASE].workdir
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its 4-trial budget ends before an in-target model succeeds: a loud outcome (exit 3), not an error.
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     results = workdir / "results"
     metrics = [json.loads(p.read_text()) for p in sorted(results.glob("trials/*/metrics.json"))]
