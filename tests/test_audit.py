@@ -21,6 +21,7 @@ from layernas.core.space import load_space
 from layernas.evaluate.trial import evaluate_tabular
 from layernas.store.audit import audit, disk_usage
 from layernas.store.keys import train_hash, trial_key
+from layernas.store.status import collect_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config.yaml"
@@ -28,9 +29,9 @@ TEST_CONFIG = ROOT / ".test" / "config.yaml"
 OVERRIDES = {"transfer": {"activate": False}, "report": {"activate": False}}
 
 
-def snakemake(workdir: Path, *extra: str) -> None:
+def snakemake(workdir: Path, *extra: str, overrides: dict | None = None) -> None:
     cfg = workdir.parent / f"{workdir.name}-overrides.yaml"
-    cfg.write_text(yaml.safe_dump(OVERRIDES))
+    cfg.write_text(yaml.safe_dump({**OVERRIDES, **(overrides or {})}))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "-d", str(workdir),
            *extra, "--configfile", str(TEST_CONFIG), str(cfg)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -316,3 +317,84 @@ def test_disk_usage_splits_bytes_by_area(results):
     assert after["trials_other"] == before["trials_other"] > 0 and after["search"] == before["search"] > 0
     assert after["total"] == sum(v for k, v in after.items() if k != "total")
     assert disk_usage(results.parent / "nothing-here")["total"] == 0
+
+
+# --------------------------------------------------------------------------- a shared trial store
+
+
+@pytest.fixture(scope="module")
+def two_searches(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(store, results a, results b): the .test search and one with a 30% lower target, one store."""
+    tmp = tmp_path_factory.mktemp("two")
+    store = tmp / "store"
+    snakemake(tmp / "a", overrides={"trials": str(store)})
+    snakemake(tmp / "b", overrides={"trials": str(store), "target": {"min": 8 * 0.7, "max": 9 * 0.7}})
+    return store, tmp / "a" / "results", tmp / "b" / "results"
+
+
+def searched(results: Path) -> set[str]:  # the trial keys a search's children tables ask for
+    kids = pd.concat([pd.read_parquet(p) for p in (results / "search").glob("r*/l*/children.parquet")])
+    return set(kids.loc[kids["action"] == "evaluate", "key"])
+
+
+def test_shared_store_audit_and_maintenance_touch_only_this_searchs_trials(two_searches, capsys):
+    store, a, b = two_searches
+    mine, theirs = searched(a), searched(b)
+    assert mine - theirs and theirs - mine and set(p.name for p in store.iterdir()) == mine | theirs
+    for results, keys in ((a, mine), (b, theirs)):  # the other search's trials are no orphans here
+        rc, report = problems(results, capsys=capsys)
+        assert rc == 0 and report["problems"] == [] and report["checked"]["trials"] == len(keys)
+        st = collect_status(results)
+        assert st["trials"] == {"ok": len(keys), "failed": 0, "pending": 0} and st["trials_store"] == str(store)
+        assert st["disk"]["trials_store"] == str(store)
+        assert st["disk"]["trials_other"] == sum(f.stat().st_size for k in keys for f in (store / k).iterdir())
+
+    running = store / "feedfacefeedface"  # another search's trial, being evaluated now
+    running.mkdir()
+    other = sorted(theirs - mine)[0]
+    metrics = store / other / "metrics.json"
+    good = metrics.read_text()
+    metrics.write_text(good[:20])  # broken, but only the other search may decide about it
+    rc, report = problems(a, "--fix", capsys=capsys)
+    assert rc == 0 and report["problems"] == [] and report["removed"] == []
+    assert running.is_dir() and metrics.read_text() == good[:20]
+    rc, report = problems(b, capsys=capsys)
+    assert rc == 1 and [(p["kind"], p["path"]) for p in report["problems"]] == [("corrupt", str(store / other))]
+    metrics.write_text(good)
+
+    weights = [store / k / "model.pt" for k in (sorted(mine - theirs)[0], other)]  # not selectable by a
+    for w in weights:
+        w.write_bytes(b"w" * 1000)
+    assert main(["clean-weights", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layernas: error:") and "shared trial store" in err and "its own trial store" in err
+    assert all(w.exists() for w in weights)
+
+
+def _fail(trial: Path) -> None:
+    """Record a finished trial as failed (a lookup service that was down), as the job would."""
+    for name in ("metrics.json", "finished.json"):
+        rec = json.loads((trial / name).read_text())
+        m = rec.get("metrics", rec)
+        m.update(status="failed", error="RuntimeError: oracle service down", accuracy=None)
+        (trial / name).write_text(json.dumps(rec))
+
+
+def test_retry_failed_on_a_shared_store_moves_only_this_searchs_trials(two_searches, capsys):
+    """retry-failed, then the same snakemake command: only this search's failed trial is set aside
+    (into its results directory's failed/) and evaluated again; the other search's stays."""
+    store, a, b = two_searches
+    mine, other = sorted(searched(a) - searched(b))[0], sorted(searched(b) - searched(a))[0]
+    for key in (mine, other):
+        _fail(store / key)
+    tables = {p: pd.read_parquet(p) for p in (a / "search").glob("r*/l*/buckets.parquet")}
+    capsys.readouterr()
+    assert main(["retry-failed", str(a), "--json"]) == 0
+    moved = json.loads(capsys.readouterr().out)["moved"]
+    assert [(m["key"], m["moved_to"]) for m in moved] == [(mine, str(a / "failed" / f"{mine}.0"))]
+    assert not (store / mine).exists() and (a / "failed" / f"{mine}.0" / "metrics.json").exists()
+    snakemake(a.parent, overrides={"trials": str(store)})
+    assert json.loads((store / mine / "metrics.json").read_text())["status"] == "ok"
+    assert json.loads((store / other / "metrics.json").read_text())["status"] == "failed"
+    for p, df in tables.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(p), df, obj=str(p))

@@ -1,6 +1,6 @@
 """A trial store shared by several results directories (the config's `trials:`), and a deleted or
 corrupted trial redone by the same command. Real Snakemake runs of .test/config.yaml (Appendix I
-toy space, table lookups; the 1 s `appendix_i_slow` oracle where runs must overlap)."""
+toy space, table lookups; a 1 s lookup that counts its calls where runs must overlap)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
 NO_REPORT = {"report": {"activate": False}}  # the report's plots are not what is tested here
-SLOW = "layernas.examples.toy:appendix_i_slow"
 TRIALS = 19  # trials of the .test search (tests/test_workflow.py)
 
 
@@ -164,14 +163,30 @@ def test_a_second_results_directory_evaluates_no_trial(shared, tmp_path):
     assert json.loads(audit.stdout)["checked"]["trials"] == TRIALS
 
 
-def test_two_searches_at_once_on_one_store(tmp_path):
+COUNTED = """import os, time
+from layernas.examples.toy import appendix_i
+def lookup(arch):  # appendix_i_slow, one line in $LAYERNAS_TEST_CALLS per evaluation
+    with open(os.environ["LAYERNAS_TEST_CALLS"], "a") as f:
+        f.write("-".join(map(str, arch)) + "\\n")
+    time.sleep(1.0)
+    return appendix_i(arch)
+"""
+
+
+def test_two_searches_at_once_on_one_store(tmp_path, monkeypatch):
     """(b) Two snakemake processes, other working and results directories, one store, started
-    together (1 s lookups, so they overlap on the same keys): both succeed, every record in the
+    together (1 s lookups, so they overlap on the same keys): both succeed, every key is evaluated
+    once (the second job for a key waits on its lock, then restores it), every record in the
     store is whole and holds its key's arch, and both have the tables of a lone run."""
-    store = tmp_path / "store"
-    cfg = {"trials": str(store), "oracle": SLOW}
+    store, calls = tmp_path / "store", tmp_path / "calls.txt"
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "counted_oracle.py").write_text(COUNTED)
+    monkeypatch.syspath_prepend(str(tmp_path / "mod"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "mod"), os.environ.get("PYTHONPATH", "")]),
+           "LAYERNAS_TEST_CALLS": str(calls)}
+    cfg = {"trials": str(store), "oracle": "counted_oracle:lookup"}
     procs = [subprocess.Popen(command(tmp_path / name, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True) for name in ("a", "b")]
+                              text=True, start_new_session=True, env=env) for name in ("a", "b")]
     try:
         errs = [p.communicate(timeout=300)[1] for p in procs]
     finally:
@@ -182,7 +197,9 @@ def test_two_searches_at_once_on_one_store(tmp_path):
         assert p.returncode == 0, err[-4000:]
 
     space = load_space("appendix-i")
-    h = train_hash({"evaluator": "tabular", "oracle": SLOW})
+    h = train_hash({"evaluator": "tabular", "oracle": "counted_oracle:lookup"})
+    evaluated = calls.read_text().split()
+    assert len(evaluated) == len(set(evaluated)) == TRIALS, "a key was evaluated twice"
     dirs = sorted(store.iterdir())
     assert len(dirs) == TRIALS
     for d in dirs:
@@ -197,7 +214,7 @@ def test_two_searches_at_once_on_one_store(tmp_path):
         assert_same_tables(tables(tmp_path / name / "results"), lone, ignore_key=True)
     ran = [jobs_run(tmp_path / name / "results") for name in ("a", "b")]
     print(f"\ntwo searches at once: trial jobs {len(ran[0])} + {len(ran[1])}, both ran {len(ran[0] & ran[1])} "
-          f"keys (evaluated or restored from finished.json), {TRIALS} trials in the store")
+          f"keys, {len(evaluated)} evaluations, {TRIALS} trials in the store")
 
 
 def test_a_job_for_a_finished_key_leaves_its_metrics_in_place(shared, tmp_path):

@@ -7,8 +7,10 @@ start-up and imports are most of its cost, and a 1,000-trial search starts 1,000
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
 import signal
 import threading
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 from layernas.core.space import format_arch, load_space, parse_arch
 from layernas.store.files import atomic_write_bytes, atomic_write_json
 from layernas.store.keys import train_hash, trial_key
-from layernas.store.layout import METRICS, RECORD, WEIGHTS
+from layernas.store.layout import LOCK, METRICS, RECORD, WEIGHTS
 from layernas.store.records import record_run
 
 
@@ -31,13 +33,35 @@ def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, thread
     restored = restore_finished(out_dir, key, arch)
     if restored is not None:
         return restored
-    with time_limit(config.get("trial_timeout")):
-        if config["evaluator"] == "tabular":
-            m = evaluate_tabular(config, space, arch, key, out_dir, seed)
-        else:
-            m = run_trial(space, arch, config["train"], seed, out_dir, threads=threads)
-    atomic_write_json(out_dir / RECORD, {"key": key, "arch": arch, "metrics": m})
+    with key_lock(out_dir):
+        restored = restore_finished(out_dir, key, arch)  # the job we waited for finished it
+        if restored is not None:
+            return restored
+        with time_limit(config.get("trial_timeout")):
+            if config["evaluator"] == "tabular":
+                m = evaluate_tabular(config, space, arch, key, out_dir, seed)
+            else:
+                m = run_trial(space, arch, config["train"], seed, out_dir, threads=threads)
+        atomic_write_json(out_dir / RECORD, {"key": key, "arch": arch, "metrics": m})
     return m
+
+
+@contextlib.contextmanager
+def key_lock(out_dir: Path):
+    """Hold ``out_dir/.lock`` (fcntl.flock, exclusive) while this job evaluates the key: two
+    searches sharing a trial store that ask for the key at once evaluate it once, the second
+    job waiting and then restoring the first one's record. The kernel drops the lock when the
+    holder exits, however it ends (a crash, SIGKILL, a cluster's walltime kill), so a lock
+    file left on disk never blocks anyone; it is not deleted (deleting would let a third job
+    lock a new file while the second still waits on the old one). Costs ~0.1 ms uncontended.
+    ``layernas audit --fix`` leaves a directory whose lock is held alone (a job is running it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # RECORD is a second copy of a finished trial's metrics. Snakemake deletes a job's declared

@@ -35,6 +35,7 @@ LOG = "log.txt"
 RECORD = "finished.json"   # second copy of metrics.json that Snakemake does not delete on a rerun
 WEIGHTS = "model.pt"
 DETECTIONS = "detections.json"
+LOCK = ".lock"             # flock-held by the job evaluating a trial: a second job for the key waits
 RECORD_FILES = (INPUTS, METRICS, LOG)
 
 # Areas holding one directory per content key.

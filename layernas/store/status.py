@@ -36,14 +36,19 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _trials(layout: Layout) -> tuple[set[str], dict]:
-    """Keys of finished trials, and their counts, trial seconds and errors."""
+def _trials(layout: Layout, keys: set[str]) -> tuple[set[str], dict]:
+    """Keys of finished trials, and their counts, trial seconds and errors: every trial in the
+    results directory's own store, only ``keys`` (this search's) in a shared one."""
     ok = failed = 0
     seconds = 0.0
     errors = []
     finished = set()
     root = layout.area("trials")
-    for mpath in root.glob(f"*/{METRICS}") if root.exists() else []:
+    if layout.shared_store:
+        paths = [p for p in (layout.trial_metrics(k) for k in sorted(keys)) if p.exists()]
+    else:
+        paths = list(root.glob(f"*/{METRICS}")) if root.exists() else []
+    for mpath in paths:
         try:
             m = json.loads(mpath.read_text())
         except (OSError, json.JSONDecodeError):
@@ -156,10 +161,7 @@ def _state(summary: dict | None, missing: list[str], run: dict | None) -> tuple[
 
 def collect_status(results: str | Path) -> dict:
     """The state of the search in ``results`` (the ``layernas status --json`` contract)."""
-    # The trial store the run recorded in search.json (`trials:`) where Layout reads it
-    # (Layout.of_results, the shared-trial-store work); else the default results/trials.
-    of_results = getattr(Layout, "of_results", None)
-    layout = of_results(results) if of_results is not None else Layout(results)
+    layout = Layout.of_results(results)  # with the trial store the run recorded (`trials:`)
     if not layout.search_dir.exists():
         raise no_search(layout, "; run snakemake or layernas search --out first")
     summary = _read_json(layout.summary)
@@ -176,7 +178,7 @@ def collect_status(results: str | Path) -> dict:
         kids = pd.read_parquet(layout.children(r, l))
         if "action" in kids:
             requested |= set(kids.loc[kids["action"] == Action.EVALUATE, "key"])
-    finished, trials = _trials(layout)
+    finished, trials = _trials(layout, requested)
     pending = sorted(requested - finished)
     last_hist = layout.history(*aggregated[-1]) if aggregated else None
     if layout.full_history.exists():
@@ -201,6 +203,7 @@ def collect_status(results: str | Path) -> dict:
     export_dir = layout.root / "export"
     return {
         "results": str(layout.root),
+        "trials_store": str(layout.trials_dir) if layout.shared_store else None,
         "space": meta.get("space_name"),
         "target": meta.get("target"),
         "metric": metric,

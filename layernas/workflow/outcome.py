@@ -20,7 +20,7 @@ import pandas as pd
 from layernas.core.describe import arch_label, human_cost
 from layernas.core.search import Geometry, stage_children
 from layernas.core.status import Action, Status
-from layernas.store.layout import WEIGHTS, Layout
+from layernas.store.layout import LOG, WEIGHTS, Layout
 
 FOUND = "found"
 NO_MODEL = "no-model-in-target"
@@ -65,7 +65,7 @@ def explain(history: pd.DataFrame, best: dict | None, stopped: bool, budget: int
     if inside_failed:
         why.append(f"every candidate in the target range that was evaluated failed ({plural(inside_failed, 'trial')})")
         change.append(f"fix what made them fail (`layernas status {results}` lists their errors, each trial's "
-                      f"log is {results}/trials/KEY/log.txt), then `layernas retry-failed {results}` and run again")
+                      f"log is {Layout.of_results(results).trial_dir('KEY') / LOG}), then `layernas retry-failed {results}` and run again")
     if stopped:
         unrun_after = _trials_before_first(history, lo, hi, Action.BUDGET)
         which = "another" if inside_failed else "a"

@@ -13,6 +13,7 @@ import pandas as pd
 
 from layernas.core.describe import UNITS, human_cost, human_number
 from layernas.store.files import atomic_write_text
+from layernas.store.layout import Layout
 from layernas.store.records import read_metrics
 from layernas.workflow.frontpage import front_page, options_of
 
@@ -224,7 +225,7 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
     if "transfer" in out:
         transfer_table(transfer).to_csv(out["transfer"], index=False)
     if "failed" in out:
-        failed_table(hist, Path(history).parents[1] / "trials").to_csv(out["failed"], index=False)
+        failed_table(hist, Layout.of_results(Path(history).parents[1]).trials_dir).to_csv(out["failed"], index=False)
     if "front" in out:
         finals = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in final}
         transfers = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in transfer}

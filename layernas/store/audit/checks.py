@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layernas.core.status import Action, Status
+from layernas.core.status import Status
 from layernas.store.audit.maintenance import fix
 from layernas.store.audit.problems import (
     ERROR,
@@ -27,13 +27,19 @@ from layernas.store.audit.problems import (
     AuditReport,
     Problem,
 )
-from layernas.store.audit.scan import RunInfo, Scan, current_stages, scan, stage_paths
+from layernas.store.audit.scan import (
+    EVALUATED_ROWS,
+    REQUESTED,
+    RunInfo,
+    Scan,
+    current_stages,
+    scan,
+    scan_trials,
+    stage_paths,
+)
 from layernas.store.keys import train_hash, trial_key
 from layernas.store.layout import INPUTS, METRICS
 from layernas.store.records import metrics_accuracy
-
-EVALUATED_ROWS = [Status.OK, Status.FAILED, Status.CACHED]  # history rows that name a finished trial
-REQUESTED = [Action.EVALUATE, Action.CACHED]  # children rows that name a trial
 
 
 def drop_stale(s: Scan, problems: list[Problem]) -> None:
@@ -128,6 +134,11 @@ def _content_key(key: str, arch: str, metrics: dict, expected: str | None, own: 
     return None
 
 
+def _shown(s: Scan, path: Path) -> str:
+    """``path`` relative to the results directory, or whole when outside it (a shared store)."""
+    return s.tables.rel(path) if path.is_relative_to(s.layout.root) else str(path)
+
+
 def check_trial_keys(s: Scan, refs: Refs, problems: list[Problem]) -> set[str]:
     """Each trial's directory name against the key of its content; orphans; failed trials.
     Returns the keys whose content belongs elsewhere (their own key), so the missing-trial
@@ -152,7 +163,7 @@ def check_trial_keys(s: Scan, refs: Refs, problems: list[Problem]) -> set[str]:
             tables = f" (the tables say {table_arch})" if table_arch not in (None, arch) else ""
             problems.append(Problem(
                 where, "key-mismatch", ERROR, f"holds arch {arch}{tables}, whose key is {true_key or 'another'}, not {key}",
-                f"mv it to {s.tables.rel(s.layout.trial_dir(true_key))} if that is free and you trust it; else {FIX}"
+                f"mv it to {_shown(s, s.layout.trial_dir(true_key))} if that is free and you trust it; else {FIX}"
                 if true_key else FIX,
                 fixable=True))
             continue
@@ -361,6 +372,9 @@ def audit(results: str | Path, do_fix: bool = False, space: str | Path | None = 
     s, problems = scan(results)
     drop_stale(s, problems)
     refs = collect_refs(s)
+    if s.layout.shared_store:  # only this search's trials: the others are no orphans here
+        s.trial_keys = set(refs.required) | refs.pending
+        s.records["trials"] = scan_trials(s.layout, s.trial_keys, problems)
     claimed = check_trial_keys(s, refs, problems)
     check_missing(s, refs, claimed, problems)
     check_stages(s, problems)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from layernas.core.status import Status
+from layernas.core.status import Action, Status
 from layernas.store.audit.problems import ERROR, FIX, FIX_SAME, RERUN, Problem
 from layernas.store.keys import trial_key
 from layernas.store.layout import INPUTS, KEYED_AREAS, METRICS, STAGE_DIR, Layout
@@ -29,6 +29,8 @@ REQUIRED_COLUMNS = {
     "tables": ("layer", "bucket", "arch", "key", "cost", "accuracy"),
     "top": ("arch", "key", "cost", "final_key"),
 }
+REQUESTED = [Action.EVALUATE, Action.CACHED]  # children rows that name a trial
+EVALUATED_ROWS = [Status.OK, Status.FAILED, Status.CACHED]  # history rows that name a finished trial
 RECORD_NAMES = {"trials": "trial", "final": "final retraining", "transfer": "transfer"}
 
 
@@ -99,6 +101,7 @@ class Scan:
     summary: dict | None
     tables: Tables
     records: dict[str, dict[str, Record]]  # area -> key -> record
+    trial_keys: set[str] | None = None  # on a shared store: this search's keys, the only ones read or fixed
 
     @property
     def results(self) -> Path:
@@ -212,9 +215,8 @@ def _check_metrics(area: str, metrics: Any) -> str | None:
     return None
 
 
-def _scan_record(area: str, entry: os.DirEntry, problems: list[Problem]) -> Record:
-    path = Path(entry.path)
-    rec = Record(area, entry.name, path, frozenset(os.listdir(path)))
+def _scan_record(area: str, path: Path, problems: list[Problem]) -> Record:
+    rec = Record(area, path.name, path, frozenset(os.listdir(path)))
     where = str(path)
     if METRICS not in rec.names:
         rec.broken = True
@@ -237,21 +239,46 @@ def _scan_record(area: str, entry: os.DirEntry, problems: list[Problem]) -> Reco
     return rec
 
 
-def scan_records(layout: Layout, problems: list[Problem]) -> dict[str, dict[str, Record]]:
+def scan_records(layout: Layout, problems: list[Problem], trial_keys: set[str] | None = None
+                 ) -> dict[str, dict[str, Record]]:
     """Every per-key directory of trials/, final/ and transfer/, partial and corrupt ones reported.
-    transfer/data (rule detdata's output, beside the transfer keys) is not a record."""
+    transfer/data (rule detdata's output, beside the transfer keys) is not a record. With
+    ``trial_keys`` only those trial directories are read (a shared store: ``scan_trials``)."""
     out: dict[str, dict[str, Record]] = {}
     not_keyed = {layout.transfer_data}
     for area in KEYED_AREAS:
         root = layout.area(area)
         found: dict[str, Record] = {}
+        if area == "trials" and trial_keys is not None:
+            out[area] = scan_trials(layout, trial_keys, problems)
+            continue
         if root.is_dir():
             with os.scandir(root) as it:
                 for entry in it:
                     if entry.is_dir() and Path(entry.path) not in not_keyed and not entry.name.startswith("."):
-                        found[entry.name] = _scan_record(area, entry, problems)
+                        found[entry.name] = _scan_record(area, Path(entry.path), problems)
         out[area] = dict(sorted(found.items()))
     return out
+
+
+def scan_trials(layout: Layout, keys: set[str], problems: list[Problem]) -> dict[str, Record]:
+    """The trial directories of ``keys`` only: on a shared store the other directories are other
+    searches' trials (finished, or running now), none of this search's business."""
+    paths = (layout.trial_dir(k) for k in sorted(keys))
+    return {p.name: _scan_record("trials", p, problems) for p in paths if p.is_dir()}
+
+
+def search_keys(tables: Tables) -> set[str]:
+    """Every trial key this search's tables name as a trial: children rows that ask for one,
+    evaluated history rows, every row of the other tables (as ``checks.collect_refs``). On a
+    shared store these are the only trials this search may count, move or delete."""
+    keys: set[str] = set()
+    for rel, df in tables.frames.items():
+        kind = tables.kinds[rel]
+        rows = (df[df["action"].isin(REQUESTED)] if kind == "children"
+                else df[df["status"].isin(EVALUATED_ROWS)] if kind == "history" else df)
+        keys |= set(rows["key"].astype(str))
+    return keys
 
 
 def no_search(layout: Layout, hint: str = "") -> ValueError:
@@ -271,7 +298,8 @@ def scan(results: str | Path) -> tuple[Scan, list[Problem]]:
         summary = None
     run = read_run_info(layout, summary, problems)
     tables = scan_tables(layout, problems)
-    records = scan_records(layout, problems)
+    # A shared store's trials are read once the tables say which are this search's (checks.audit).
+    records = scan_records(layout, problems, trial_keys=set() if layout.shared_store else None)
     return Scan(layout, run, summary, tables, records), problems
 
 
