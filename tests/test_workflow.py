@@ -370,7 +370,7 @@ FLAKY = {
 def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     """~10% of trials crash, return NaN or hang past trial_timeout: the search completes, each
     failure is recorded with its error and shown by `layernas status`, a rerun does not retry
-    them, and `layernas retry-failed` + --forcerun aggregate evaluates exactly those again."""
+    them, and `layernas retry-failed` + the same command evaluates exactly those again."""
     import json
 
     from layernas.core.space import parse_arch
@@ -423,7 +423,7 @@ def test_failing_trials_are_recorded_not_retried_until_asked(tmp_path):
     subprocess.run([sys.executable, "-m", "layernas.cli.main", "retry-failed", str(res)], check=True,
                    capture_output=True)
     assert sorted(p.name.split(".")[0] for p in (res / "failed").iterdir()) == sorted(failed)
-    run("--forcerun", "aggregate")
+    run()  # the same command: the run asks for every trial its stages request
     after = evaluated_at(res)
     assert {k: after[k] for k in before if k not in failed} == {k: before[k] for k in before if k not in failed}
     assert all(k in after and after[k] > before[k] for k in failed)

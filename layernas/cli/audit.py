@@ -64,8 +64,7 @@ def cmd_retry_failed(args) -> int:
         print(f"{verb} {t['key']} ({t['arch']}: {t['error']}) to {t['moved_to']}")
     print(f"{verb} {plural(len(res['moved']), 'failed trial')}")
     if res["moved"] and not args.dry_run:
-        print("now run your snakemake command with --forcerun aggregate (e.g. snakemake --cores all "
-              "--forcerun aggregate) to evaluate them again")
+        print("now run the same snakemake command again: it evaluates exactly these trials again")
     return 0
 
 

@@ -174,7 +174,7 @@ def check_trial_keys(s: Scan, refs: Refs, problems: list[Problem]) -> set[str]:
                                     "delete it to free space"))
         if m.get("status") == Status.FAILED:
             problems.append(Problem(where, "failed-trial", INFO, f"arch {arch} failed: {m.get('error')}",
-                                    f"recorded, not retried; delete it and {RERUN} to retry"))
+                                    "recorded, not retried; `layernas retry-failed` and " + RERUN_SAME + " to retry"))
     return claimed
 
 
@@ -184,7 +184,7 @@ def check_missing(s: Scan, refs: Refs, claimed: set[str], problems: list[Problem
     for key, (arch, rel) in sorted(refs.required.items()):
         if key not in trials and key not in claimed:
             problems.append(Problem(str(s.layout.trial_dir(key)), "missing-trial", ERROR,
-                                    f"arch {arch} is in {rel} but has no trial directory", RERUN))
+                                    f"arch {arch} is in {rel} but has no trial directory", RERUN_SAME))
 
 
 def check_stages(s: Scan, problems: list[Problem]) -> None:

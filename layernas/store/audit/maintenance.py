@@ -175,8 +175,8 @@ def disk_usage(results_dir: str | Path) -> dict[str, Any]:
 
 
 def retry_failed(results_dir: str | Path, dry_run: bool = False) -> dict[str, Any]:
-    """Move every failed trial's directory to ``failed/{key}.{n}/`` so the next snakemake
-    run (with ``--forcerun aggregate``, see docs/audit.md) evaluates those children again.
+    """Move every failed trial's directory to ``failed/{key}.{n}/`` so the next run of the
+    same snakemake command evaluates those children again (docs/audit.md).
     Failed trials are results, not errors, and are never retried on their own; this is the
     explicit way to ask. The old records are kept, not deleted, so the first error stays on disk.
     With a shared trial store only this search's failed keys move (to this results directory's

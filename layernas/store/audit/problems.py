@@ -9,14 +9,13 @@ from typing import Any
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
 
-# Snakemake does not redo a missing intermediate file (a trial, a bucket table) when the
-# targets after it are up to date, so "the same command" is not enough once a search has
-# finished; forcing the cheap aggregate stages makes it ask for every trial again, and only the
-# missing ones run (the others are found by their key). Final/transfer results are targets of
-# rule all, so the same command redoes those.
+# Every trial the finished stages ask for, and every final/transfer result, is a target of rule
+# all, so the same command redoes a missing one. Snakemake does not redo a missing intermediate
+# TABLE when the targets after it are up to date: forcing the cheap aggregate stages rewrites
+# the tables, and only missing trials run (the others are found by their key).
 RERUN = "rerun your snakemake command with --forcerun aggregate (only missing trials run)"
 RERUN_SAME = "rerun the same snakemake command"
-FIX = "delete it (layernas audit --fix does) and " + RERUN
+FIX = "delete it (layernas audit --fix does) and " + RERUN_SAME
 FIX_SAME = "delete it (layernas audit --fix does) and " + RERUN_SAME
 
 
