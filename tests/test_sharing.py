@@ -148,7 +148,10 @@ def test_a_second_results_directory_evaluates_no_trial(shared, tmp_path):
     assert meta["trials"] == str(store)
 
     t0 = time.perf_counter()
-    snakemake(tmp_path / "second", {"trials": str(store)})
+    proc = snakemake(tmp_path / "second", {"trials": str(store)})
+    # The progress lines say the stage's trials are already there, so nobody waits for training.
+    assert "sweep 0 layer 0: 4 children, 4 to evaluate (0 cached, 0 dropped, 4 already in the trial store)" \
+        in proc
     print(f"\nsecond results directory on the shared store: {time.perf_counter() - t0:.1f} s, "
           f"{len(jobs_run(tmp_path / 'second' / 'results'))} trial jobs")
     second = tmp_path / "second" / "results"

@@ -183,10 +183,17 @@ def stopped_lines(layout, command: str, signal_name: str | None) -> list[str]:
         "layernas: the run stopped before the end. Run the same command again to resume:",
         f"    {command}",
         *oc.wrap("Nothing that finished will be redone: finished trials, final models and transfers are kept "
-                 f"under their keys in {results}. If a file may be damaged (a crash, a full disk), "
+                 f"under their keys ({_stores(layout, results)}). If a file may be damaged (a crash, a full disk), "
                  f"`layernas audit {results} --fix` removes broken records first; `layernas status {results}` "
                  "shows where the search stands.", "  "),
     ]
+
+
+def _stores(layout, results: str) -> str:
+    """Where finished records are: the results directory, and the trial store when shared."""
+    if getattr(layout, "shared_store", False):
+        return f"trials in the store {shlex.quote(oc.shown_path(layout.trials_dir))}, the rest in {results}"
+    return f"in {results}"
 
 
 def on_error(ctx, log: str | None = None) -> None:

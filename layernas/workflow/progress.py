@@ -62,7 +62,11 @@ def stage_start_line(ctx, r: int, l: int, planned: pd.DataFrame, history_path: s
     extra = [f"{counts.get(Action.CACHED, 0)} cached", f"{counts.get(Action.DROPPED, 0)} dropped"]
     if counts.get(Action.BUDGET):
         extra.append(f"{counts[Action.BUDGET]} over the budget")
-    line = (f"sweep {r} layer {l}: {len(planned)} children, {counts.get(Action.EVALUATE, 0)} to evaluate "
+    to_eval = planned.loc[planned["action"] == Action.EVALUATE, "key"]
+    stored = sum(ctx.layout.trial_metrics(k).exists() for k in to_eval)
+    if stored:  # finished earlier (a resumed run, another search on the same store): no training
+        extra.append(f"{stored} already in the trial store")
+    line = (f"sweep {r} layer {l}: {len(planned)} children, {len(to_eval)} to evaluate "
             f"({', '.join(extra)}); trials {done} done / budget {budget}")
     if "stopped" in planned and bool(planned["stopped"].iloc[0]):
         line += "; the budget is spent: this is the search's last stage"
