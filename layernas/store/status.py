@@ -190,7 +190,9 @@ def collect_status(results: str | Path) -> dict:
     space = _space(meta, run)
     metric = meta.get("metric") or (summary or {}).get("metric") or "madds"
     models, missing = _models(layout, summary, (run or {}).get("expects") or {}, space, metric)
-    state, alive = _state(summary, missing, run)
+    # A requested trial that is gone (deleted, or removed by audit --fix) keeps the run from
+    # being done: the same command redoes it.
+    state, alive = _state(summary, missing + [str(layout.trial_metrics(k)) for k in pending], run)
     outcome = message = None
     if summary is not None:
         outcome = summary.get("outcome") or (FOUND if summary.get("best") else NO_MODEL)
