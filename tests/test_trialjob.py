@@ -10,9 +10,10 @@ import time
 import pytest
 
 from layernas.core.space import format_arch, load_space
-from layernas.evaluate.trial import RECORD, TrialTimeout, run_trial_job, time_limit
+from layernas.evaluate.trial import TrialTimeout, run_trial_job, time_limit
 from layernas.examples.toy import flaky_kind
 from layernas.store.keys import train_hash, trial_key
+from layernas.store.layout import RECORD
 
 CONFIG = {"space": "mobilenet-tiny", "evaluator": "tabular", "oracle": "layernas.examples.toy:separable_flaky",
           "seed": 0, "trial_timeout": 1}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import math
 import os
 import signal
@@ -18,8 +17,8 @@ from pathlib import Path
 from layernas.core.space import format_arch, load_space, parse_arch
 from layernas.store.files import atomic_write_bytes, atomic_write_json
 from layernas.store.keys import train_hash, trial_key
-from layernas.store.layout import LOCK, METRICS, RECORD, WEIGHTS
-from layernas.store.records import record_run
+from layernas.store.layout import LOCK, METRICS, WEIGHTS
+from layernas.store.records import read_finished_record, record_run, write_finished_record
 
 
 def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, threads: int = 1) -> dict:
@@ -42,7 +41,7 @@ def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, thread
                 m = evaluate_tabular(config, space, arch, key, out_dir, seed)
             else:
                 m = run_trial(space, arch, config["train"], seed, out_dir, threads=threads)
-        atomic_write_json(out_dir / RECORD, {"key": key, "arch": arch, "metrics": m})
+        write_finished_record(out_dir, key, arch, m)
     return m
 
 
@@ -73,15 +72,10 @@ def key_lock(out_dir: Path):
 
 def restore_finished(out_dir: Path, key: str, arch: str) -> dict | None:
     """metrics.json rewritten from ``finished.json`` when that holds this key's result."""
-    try:
-        rec = json.loads((out_dir / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(rec, dict) or rec.get("key") != key or rec.get("arch") != arch \
-            or not isinstance(rec.get("metrics"), dict):
-        return None
-    atomic_write_json(out_dir / METRICS, rec["metrics"])
-    return rec["metrics"]
+    metrics = read_finished_record(out_dir, key, arch)
+    if metrics is not None:
+        atomic_write_json(out_dir / METRICS, metrics)
+    return metrics
 
 
 class TrialTimeout(Exception):

@@ -22,7 +22,7 @@ from typing import Any
 from layernas import __version__
 from layernas.core.status import Status
 from layernas.store.files import atomic_write_json, atomic_write_text
-from layernas.store.layout import INPUTS, LOG, METRICS
+from layernas.store.layout import INPUTS, LOG, METRICS, RECORD
 
 # Errors of the code, not of the evaluated model: never recorded as a failed run.
 PROGRAMMING_ERRORS = (ImportError, NameError, AttributeError, TypeError, SyntaxError, AssertionError)
@@ -39,6 +39,26 @@ def read_metrics(path: str | Path) -> dict:
     if path.is_dir():
         path = path / METRICS
     return json.loads(path.read_text())
+
+
+def write_finished_record(run_dir: str | Path, key: str, arch: str, metrics: dict) -> None:
+    """The second copy of a finished trial's metrics (``finished.json``): Snakemake may delete
+    metrics.json, a declared output, before rerunning a job; this copy is not an output."""
+    atomic_write_json(Path(run_dir) / RECORD, {"key": key, "arch": arch, "metrics": metrics})
+
+
+def read_finished_record(run_dir: str | Path, key: str, arch: str | None = None) -> dict | None:
+    """The metrics ``finished.json`` holds for ``key`` (and ``arch`` when given); None when
+    it is missing, unreadable or of another key."""
+    try:
+        rec = json.loads((Path(run_dir) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("key") != key or not isinstance(rec.get("metrics"), dict):
+        return None
+    if arch is not None and rec.get("arch") != arch:
+        return None
+    return rec["metrics"]
 
 
 def metrics_accuracy(metrics: dict) -> float:

@@ -27,8 +27,8 @@ from layernas.core.space import load_space
 from layernas.core.status import Action, Status, search_summary
 from layernas.store.files import atomic_write_json, atomic_write_parquet
 from layernas.store.keys import final_key, train_hash, trial_key
-from layernas.store.layout import LOG, RECORD, Layout
-from layernas.store.records import metrics_accuracy, read_metrics
+from layernas.store.layout import LOG, Layout
+from layernas.store.records import metrics_accuracy, read_finished_record, read_metrics
 from layernas.workflow.config import cost_kwargs, search_config, trial_store
 
 # --------------------------------------------------------------------------- context
@@ -87,7 +87,7 @@ class Context:
     def trial_paths(self, stages: list[tuple[int, int]]) -> list[str]:
         """metrics.json of every trial the children tables of ``stages`` ask to evaluate: the
         targets that make the same snakemake command redo a deleted trial. Memoised per
-        table like ``keys_to_evaluate`` (the `all` rule asks on every DAG update)."""
+        table (the `all` rule and every aggregate ask on each DAG update)."""
         out: list[str] = []
         for r, l in stages:
             out += _trial_paths(str(self.layout.trials_dir), *_stat_key(self.children_path(r, l)))
@@ -156,11 +156,6 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
     return planned
 
 
-def keys_to_evaluate(children_path: str) -> list[str]:
-    """Trial keys stage (r, l) evaluates, from its children table (memoised)."""
-    return list(_keys_to_evaluate(*_stat_key(children_path)))
-
-
 @lru_cache(maxsize=4096)
 def _keys_to_evaluate(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     kids = _read_parquet(path, mtime_ns, size)
@@ -184,13 +179,10 @@ def read_trial_metrics(layout: Layout, key: str) -> dict:
         raise ValueError(f"{path} is not valid JSON ({exc}): a damaged trial record; `layernas audit "
                          f"{layout.root} --fix` deletes it, then the same command redoes that trial") from None
     except FileNotFoundError:
-        try:
-            rec = json.loads((layout.trial_dir(key) / RECORD).read_text())
-        except (OSError, ValueError):
-            rec = None
-        if isinstance(rec, dict) and rec.get("key") == key and isinstance(rec.get("metrics"), dict):
-            return rec["metrics"]
-        raise
+        metrics = read_finished_record(layout.trial_dir(key), key)
+        if metrics is None:
+            raise
+        return metrics
 
 
 def final_keys_of(top_path: str) -> list[str]:
@@ -332,12 +324,11 @@ def _arch_by_key(path: str, column: str) -> dict[str, str]:
     """``column`` -> arch of one table, memoised like ``read_parquet_cached``: Snakemake asks
     for every trial's params on every DAG update, and a boolean filter per table per trial made
     a nothing-to-do re-run of a 1,000-trial search spend 46 s of its 64 s here (measured)."""
-    st = os.stat(path)
-    return _arch_index(path, column, st.st_mtime_ns, st.st_size)
+    return _arch_index(column, *_stat_key(path))
 
 
 @lru_cache(maxsize=4096)
-def _arch_index(path: str, column: str, mtime_ns: int, size: int) -> dict[str, str]:
+def _arch_index(column: str, path: str, mtime_ns: int, size: int) -> dict[str, str]:
     table = _read_parquet(path, mtime_ns, size)
     index: dict[str, str] = {}
     for k, arch in zip(table[column], table["arch"]):

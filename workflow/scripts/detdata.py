@@ -1,6 +1,6 @@
 """Generate the offline COCO-format detection set (rule detdata): output[0] is the directory
 (annotations/instances_{train,val}.json, train/*.png, val/*.png, meta.json); params.gen holds
-`layernas.detect.data.GenConfig` fields (seed filled in by layernas.workflow.stages.transfer_plan)."""
+`layernas.detect.data.GenConfig` fields (seed filled in by layernas.workflow.config.transfer_plan)."""
 import sys
 
 from layernas.detect.data import GenConfig, generate
