@@ -114,7 +114,7 @@ def _alive(run: dict) -> bool | None:
     return True
 
 
-def _models(layout: Layout, summary: dict | None, expects: dict, space, metric: str) -> tuple[list[dict], list[str]]:
+def model_rows(layout: Layout, summary: dict | None, expects: dict, space, metric: str) -> tuple[list[dict], list[str]]:
     """Per top model: search result, final retraining, transfer, weights, exports; and the
     result files the summary's top list implies that do not exist yet."""
     rows, missing = [], []
@@ -189,7 +189,7 @@ def collect_status(results: str | Path) -> dict:
     run = _read_json(layout.run_state)
     space = _space(meta, run)
     metric = meta.get("metric") or (summary or {}).get("metric") or "madds"
-    models, missing = _models(layout, summary, (run or {}).get("expects") or {}, space, metric)
+    models, missing = model_rows(layout, summary, (run or {}).get("expects") or {}, space, metric)
     # A requested trial that is gone (deleted, or removed by audit --fix) keeps the run from
     # being done: the same command redoes it.
     state, alive = _state(summary, missing + [str(layout.trial_metrics(k)) for k in pending], run)

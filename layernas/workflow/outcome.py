@@ -20,7 +20,8 @@ import pandas as pd
 from layernas.core.describe import arch_label, human_cost
 from layernas.core.search import Geometry, stage_children
 from layernas.core.status import Action, Status
-from layernas.store.layout import LOG, WEIGHTS, Layout
+from layernas.store.layout import LOG, Layout
+from layernas.store.status import model_rows
 
 FOUND = "found"
 NO_MODEL = "no-model-in-target"
@@ -158,30 +159,28 @@ def shown_path(path: Path) -> str:
     return str(path) if same else str(path.resolve())
 
 
+def _num(x) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "nan"
+
+
 def final_lines(layout: Layout, summary: dict, space) -> list[str]:
     """Per final model that has metrics: test accuracy and transfer mAP, then its weights on a
-    line of their own (a path to copy)."""
-    import json
-
+    line of their own (a path to copy). The rows are `layernas status`'s (store.status)."""
     lines = []
-    for row in summary.get("top") or []:
-        key = row.get("final_key")
-        if key is None or not layout.final_metrics(key).exists():
+    for row in model_rows(layout, summary, {}, space, summary.get("metric", "madds"))[0]:
+        final, transfer = row["final"], row["transfer"]
+        if final is None:
             continue
-        m = json.loads(layout.final_metrics(key).read_text())
-        acc, label = m.get("test_accuracy"), arch_label(space, row["arch"])
-        line = (f"{label}: test accuracy {acc:.4f}" if isinstance(acc, (int, float))
-                else f"{label}: final retraining {m.get('status')}")
-        tpath = layout.transfer_metrics(key)
-        if tpath.exists():
-            t = json.loads(tpath.read_text())
-            line += f", transfer mAP {t.get('map', float('nan')):.4f}"
-            if isinstance(t.get("reference"), dict):
-                line += f" (reference {t['reference'].get('map', float('nan')):.4f})"
+        acc = final["test_accuracy"]
+        line = (f"{row['label']}: test accuracy {acc:.4f}" if isinstance(acc, (int, float))
+                else f"{row['label']}: final retraining {final['status']}")
+        if transfer is not None:
+            line += f", transfer mAP {_num(transfer['map'])}"
+            if transfer["reference_map"] is not None:
+                line += f" (reference {_num(transfer['reference_map'])})"
         lines += wrap(line, "    ")
-        weights = layout.final_dir(key) / WEIGHTS
-        if weights.exists():
-            lines.append(f"      weights {shown_path(weights)}")
+        if final["weights"]:
+            lines.append(f"      weights {shown_path(Path(final['weights']))}")
     return lines
 
 
