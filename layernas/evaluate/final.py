@@ -4,6 +4,8 @@ The paper retrains its best proxy models for 500 epochs with RMSProp (momentum 0
 lr 2.64 at batch 4096 (scaled linearly with the batch size here), 12.5 warm-up epochs (2.5%)
 then cosine decay, and reports test accuracy. Defaults keep that shape at laptop scale; every
 number is a config field (``final:`` in config.yaml, ``layernas.evaluate.recipe.FinalConfig``).
+Weight decay 1e-5 and an EMA of the weights (0.999) are our additions: the paper mentions
+neither (``weight_decay: 0``, ``ema_decay: null`` give its recipe as written).
 """
 
 from __future__ import annotations

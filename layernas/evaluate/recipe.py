@@ -86,8 +86,8 @@ class FinalConfig:
     batch_size: int = 128
     base_lr: float = PAPER_LR  # at PAPER_BATCH; scaled linearly to batch_size
     warmup_fraction: float = 0.025
-    weight_decay: float = 1e-5
-    ema_decay: float | None = 0.999
+    weight_decay: float = 1e-5  # ours: the paper's recipe names no weight decay
+    ema_decay: float | None = 0.999  # ours: the paper mentions no EMA
     max_train_samples: int | None = None
 
     @classmethod
