@@ -31,7 +31,7 @@ import pandas as pd
 from layernas.bench.harness import RunSpec, run_one
 from layernas.bench.nb201 import DATASETS
 from layernas.bench.tables import nb201_table
-from layernas.core.cost import layer_bounds
+from layernas.core.bounds import layer_bounds
 from layernas.core.search import bucket_of
 
 HS = (10, 30, 100, 300, 1000)

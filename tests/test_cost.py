@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from layernas.core.cost import completion_costs, cost_of, cost_range, layer_bounds, make_divisible
+from layernas.core.bounds import completion_costs, cost_range, layer_bounds
+from layernas.core.cost import cost_of, make_divisible
 from layernas.core.space import load_space
 
 

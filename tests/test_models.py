@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from layernas.core.cost import cost_of
-from layernas.core.space import list_spaces, load_space, space_from_dict
+from layernas.core.space import list_spaces, load_space, parse_arch, space_from_dict
 from layernas.evaluate.counting import count_madds_params
 from layernas.evaluate.models import InvertedResidual, build_model
 
@@ -26,7 +26,7 @@ def _cases():
         space = load_space(name)
         rng = np.random.default_rng(sum(map(ord, name)))
         n_random = 1 if space.input_size >= 224 else 4
-        archs = {"min": space.min_arch(), "default": space.default_arch()}
+        archs = {"min": parse_arch("min", space), "default": space.default_arch()}
         for i in range(n_random):
             archs[f"random{i}"] = tuple(int(rng.integers(n)) for n in space.sizes)
         for label, arch in archs.items():
@@ -69,7 +69,7 @@ def test_cost_still_matches_at_other_input_sizes_channels_and_classes(name, ctx)
 @pytest.mark.parametrize("name", NETWORK_SPACES)
 def test_forward_pass_gives_one_logit_per_class(name):
     space = load_space(name)
-    model = build_model(space, space.min_arch()).eval()
+    model = build_model(space, parse_arch("min", space)).eval()
     x = torch.randn(1, space.input_channels, space.input_size, space.input_size)
     with torch.no_grad():
         y = model(x)
@@ -80,7 +80,7 @@ def test_forward_pass_gives_one_logit_per_class(name):
 def test_small_models_train_a_step():
     for name in ("mobilenet-tiny", "nb201-topology", "nats-size"):
         space = load_space(name)
-        model = build_model(space, space.min_arch(), num_classes=5)
+        model = build_model(space, parse_arch("min", space), num_classes=5)
         x = torch.randn(2, space.input_channels, space.input_size, space.input_size)
         loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 4]))
         loss.backward()
@@ -109,7 +109,7 @@ def test_residual_only_where_shape_is_kept():
 
 def test_swish_space_uses_silu_and_expanded_in_block_has_no_expansion_conv():
     space = load_space("mobilenetv2-300m")
-    model = build_model(space, space.min_arch())
+    model = build_model(space, parse_arch("min", space))
     first = next(m for m in model.modules() if isinstance(m, InvertedResidual))
     convs = [m for m in first.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
     assert len(convs) == 1 and convs[0].groups == convs[0].in_channels  # depthwise only, no expand
@@ -130,7 +130,7 @@ def test_arch_string_builds_the_same_model():
     space = load_space("nb201-topology")
     a = count_madds_params(build_model(space, "1-2-3"), 32)
     assert a == count_madds_params(build_model(space, (1, 2, 3)), 32)
-    assert count_madds_params(build_model(space, "min"), 32) == _analytic(space, space.min_arch())
+    assert count_madds_params(build_model(space, "min"), 32) == _analytic(space, parse_arch("min", space))
 
 
 @pytest.mark.parametrize("name", ADDITIVE_SPACES)

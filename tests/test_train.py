@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layernas.core.space import load_space
+from layernas.core.space import load_space, parse_arch
 from layernas.evaluate.data import load_dataset
 from layernas.evaluate.models import build_model
 from layernas.evaluate.recipe import TrainConfig
@@ -19,7 +19,7 @@ def _run(seed: int) -> dict:
     space = load_space("mobilenet-tiny")
     d = load_dataset("digits")
     torch.manual_seed(seed)  # the init is part of the trial: seed before building
-    model = build_model(space, space.min_arch(), num_classes=10, input_size=8, input_channels=1)
+    model = build_model(space, parse_arch("min", space), num_classes=10, input_size=8, input_channels=1)
     return train_model(model, d, TrainConfig.from_dict(CFG), seed)
 
 
@@ -37,7 +37,7 @@ def test_same_seed_same_metrics():
 
 def test_nan_loss_is_a_failed_trial():
     space = load_space("mobilenet-tiny")
-    model = build_model(space, space.min_arch(), num_classes=10, input_size=8, input_channels=1)
+    model = build_model(space, parse_arch("min", space), num_classes=10, input_size=8, input_channels=1)
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(float("nan"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layernas.core.bounds import cost_range
 from layernas.core.cost import cost_of
 from layernas.core.space import Space, load_space, parse_arch
 from layernas.core.strategies.base import Target
@@ -63,8 +64,8 @@ class BenchTable:
         return np.array([self._index.get(tuple(int(x) for x in a), -1) for a in batch], dtype=np.int64)
 
     def max_cost(self, metric: str = "madds") -> float:
-        """Cost of the largest model of the space (the all-default arch)."""
-        return float(cost_of(self.space, [self.space.default_arch()], **self.cost_kwargs)[metric][0])
+        """Cost of the largest model of the space (whatever its defaults)."""
+        return cost_range(self.space, metric, **self.cost_kwargs)[1]
 
     def target(self, fraction: float, metric: str = "madds") -> Target:
         if not 0 < fraction <= 1:
@@ -79,11 +80,13 @@ class BenchTable:
         return int(np.flatnonzero(ok)[np.argmax(self.val_mean[ok])])
 
 
-def nb201_table(benchmark: str) -> BenchTable:
-    """A NAS-Bench-201 benchmark (nb201-cifar10, nb201-cifar100, nb201-imagenet16-120)."""
+def nb201_table(benchmark: str, space: str | None = None) -> BenchTable:
+    """A NAS-Bench-201 benchmark (nb201-cifar10, nb201-cifar100, nb201-imagenet16-120), indexed
+    by the archs of ``space`` (default `nb201-topology`; any space of the same cell, e.g. one
+    with other defaults)."""
     from layernas.bench import nb201
 
-    m = nb201.mapping()
+    m = nb201.mapping(space) if space else nb201.mapping()
     arrays = nb201.load_by_flat(benchmark, m.space)
     return BenchTable(
         name=benchmark, space=m.space, cost_kwargs=dict(nb201.DATASETS[benchmark][1]), archs=m.all_archs(),
@@ -145,7 +148,7 @@ def benchmark_names() -> list[str]:
 def load_table(name: str, space: str | None = None, metric: str = "madds") -> BenchTable:
     """A built-in benchmark by name, or a user table by path (then ``space`` is required)."""
     if name in benchmark_names():
-        return nb201_table(name)
+        return nb201_table(name, space)
     if Path(name).suffix in (".csv", ".parquet", ".txt"):
         if not space:
             raise ValueError(f"user table {name} needs --space (the search space its arch column indexes)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from layernas.cli.output import print_json, si
-from layernas.core.cost import cost_range
+from layernas.core.bounds import cost_range
 from layernas.core.space import list_spaces, load_space
 
 

@@ -29,6 +29,7 @@ class Layer:
     name: str
     options: tuple[dict[str, Any], ...]
     labels: tuple[str, ...]
+    default: int = 0  # the default option o_i: what the layer is while earlier layers are searched
 
     def __len__(self) -> int:
         return len(self.options)
@@ -59,23 +60,20 @@ class Space:
     def space_id(self) -> str:
         """Name + version + content hash: part of every trial key, so editing a space
         file can never silently reuse trials trained on the old definition."""
-        blob = json.dumps(
-            {
-                "backbone": self.backbone,
-                "layers": [[layer.name, list(layer.options)] for layer in self.layers],
-                "network": self.network,
-            },
-            sort_keys=True,
-            default=str,
-        )
+        content = {
+            "backbone": self.backbone,
+            "layers": [[layer.name, list(layer.options)] for layer in self.layers],
+            "network": self.network,
+        }
+        if any(self.default_arch()):  # spaces with option-0 defaults keep the ids they always had
+            content["defaults"] = list(self.default_arch())
+        blob = json.dumps(content, sort_keys=True, default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
         return f"{self.name}@v{self.version}-{digest}"
 
     def default_arch(self) -> tuple[int, ...]:
-        return (0,) * self.num_layers
-
-    def min_arch(self) -> tuple[int, ...]:
-        return tuple(n - 1 for n in self.sizes)
+        """Every layer at its default option (option 0 unless the space file says otherwise)."""
+        return tuple(layer.default for layer in self.layers)
 
     def option(self, layer: int, index: int) -> dict[str, Any]:
         return self.layers[layer].options[index]
@@ -103,12 +101,11 @@ def format_arch(arch: tuple[int, ...] | list[int]) -> str:
 
 
 def parse_arch(text: str, space: Space | None = None) -> tuple[int, ...]:
-    """Parse ``3-0-12``; with a space, also ``default`` / ``min`` and range checks."""
+    """Parse ``3-0-12``; with a space, also ``default`` and range checks (``min`` and ``max``,
+    which need the cost model, are `layernas.core.space.parse_arch`'s)."""
     text = str(text).strip()
-    if space is not None and text in ("default", "max"):
+    if space is not None and text == "default":
         return space.default_arch()
-    if space is not None and text == "min":
-        return space.min_arch()
     try:
         arch = tuple(int(x) for x in text.split("-"))
     except ValueError:

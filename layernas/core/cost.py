@@ -6,6 +6,13 @@ torch modules for that would dominate the search; here an (n, L) int array of ar
 numpy lookups and a few multiply-adds per block (100,000 archs of the 60M space cost in a few
 tens of milliseconds, see benchmarks/cost_speed.py).
 
+Why pieces: every backbone's cost is a sum of *pieces* (the stem, one block, the head, one
+NB201 node...), and each piece reads only a few layers (a block reads its kernel/expansion
+layer and the block-filter layers on either side). `cost_of` adds the pieces up; the exact
+completion bounds (`layernas.core.bounds`) tabulate the same pieces over the options of the
+layers they read and minimise over the chain. One formula serves both, so the bounds can never
+drift from the cost.
+
 Conventions (the hook counter in `models.py` uses the same ones, and tests hold them equal):
 - MAdds count the multiply-accumulates of Conv2d and Linear layers only (BN, activations,
   pooling and residual adds are free), as torchvision's documented FLOPs for MobileNets do.
@@ -14,6 +21,7 @@ Conventions (the hook counter in `models.py` uses the same ones, and tests hold 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +75,9 @@ def as_archs(space: Space, archs: Any) -> np.ndarray:
     return a
 
 
-# --------------------------------------------------------------------------- per backbone
-
-
-class _Resolver:
-    """Turns a network field ('$layer' reference or a constant) into a per-arch vector."""
+class Resolver:
+    """Turns a network field ('$layer' reference or a constant) into a per-arch vector, and
+    records which layers were read (the bounds use that to know what a piece depends on)."""
 
     def __init__(self, space: Space, archs: np.ndarray):
         self.space = space
@@ -79,8 +85,16 @@ class _Resolver:
         self.index = {layer.name: i for i, layer in enumerate(space.layers)}
         self.used: set[str] = set()
 
+    @property
+    def n(self) -> int:
+        return self.archs.shape[0]
+
+    def column(self, j: int) -> np.ndarray:
+        """Option index of layer j in every arch."""
+        self.used.add(self.space.layers[j].name)
+        return self.archs[:, j]
+
     def __call__(self, value: Any, slot: str, where: str) -> np.ndarray:
-        n = self.archs.shape[0]
         if isinstance(value, str) and value.startswith("$"):
             name, _, fld = value[1:].partition(".")
             if name not in self.index:
@@ -89,81 +103,106 @@ class _Resolver:
             fld = fld or (slot if slot in layer.options[0] else "filters")
             if fld not in layer.options[0]:
                 raise SpaceError(f"network.{where}: layer {name} options have no field {fld!r}")
-            self.used.add(name)
             table = np.array([opt[fld] for opt in layer.options], dtype=np.int64)
-            return table[self.archs[:, self.index[name]]]
+            return table[self.column(self.index[name])]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise SpaceError(f"network.{where}: must be a positive integer or $layer, got {value!r}")
-        return np.full(n, value, dtype=np.int64)
+        return np.full(self.n, value, dtype=np.int64)
 
 
 def resolve_value(space: Space, arch: Any, value: Any, slot: str, where: str = "") -> int:
     """One network field ('$layer' reference or constant) for one arch, as the cost sees it;
     `models.build_model` uses this so the built network and the formula never disagree."""
-    return int(_Resolver(space, np.asarray([arch], dtype=np.int64))(value, slot, where or slot)[0])
+    return int(Resolver(space, np.asarray([arch], dtype=np.int64))(value, slot, where or slot)[0])
 
 
-def _additive(space: Space, archs: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
-    madds = np.zeros(len(archs), dtype=np.float64)
-    params = np.zeros(len(archs), dtype=np.float64)
-    for j, layer in enumerate(space.layers):
-        madds += np.array([o["cost"] for o in layer.options], dtype=np.float64)[archs[:, j]]
-        params += np.array([o.get("params", 0) for o in layer.options], dtype=np.float64)[archs[:, j]]
-    return {"madds": madds, "params": params}
+# A piece: (resolver over n archs) -> (madds, params), two float arrays of length n.
+Piece = Callable[[Resolver], tuple[np.ndarray, np.ndarray]]
 
 
-def _mobilenet(space: Space, archs: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
+def _const(m: float, p: float) -> Piece:
+    return lambda r: (np.full(r.n, float(m)), np.full(r.n, float(p)))
+
+
+# --------------------------------------------------------------------------- per backbone
+
+
+def _additive(space: Space, ctx: Context) -> list[Piece]:
+    def layer_piece(j: int) -> Piece:
+        m = np.array([o["cost"] for o in space.layers[j].options], dtype=np.float64)
+        p = np.array([o.get("params", 0) for o in space.layers[j].options], dtype=np.float64)
+        return lambda r: (m[r.column(j)], p[r.column(j)])
+
+    return [layer_piece(j) for j in range(space.num_layers)]
+
+
+Spec = tuple[Any, str, str]  # (value, slot, where): a network field as the Resolver takes it
+
+
+def _conv_piece(cin: Spec, cout: Spec, pixels: int, kernel: int = 1, bn: bool = True) -> Piece:
+    def piece(r: Resolver):
+        c, o = r(*cin), r(*cout)
+        return (kernel * kernel * c * o * pixels).astype(np.float64), (kernel * kernel * c * o + 2 * o * bn).astype(np.float64)
+
+    return piece
+
+
+def _block_piece(cin: Spec, blk: dict, where: str, h: int, ho: int, se: bool) -> Piece:
+    def piece(r: Resolver):
+        c = r(*cin)
+        k = r(blk.get("kernel", 3), "kernel", f"{where}.kernel")
+        e = c if blk.get("expanded", "in") == "in" else r(blk["expanded"], "expanded", f"{where}.expanded")
+        o = r(blk.get("out"), "out", f"{where}.out")
+        has_expand = e != c
+        madds = has_expand * c * e * h * h + k * k * e * ho * ho + e * o * ho * ho
+        params = has_expand * (c * e + 2 * e) + (k * k * e + 2 * e) + (e * o + 2 * o)
+        if se:
+            sq = make_divisible(e // 4, 8)
+            madds = madds + 2 * e * sq
+            params = params + 2 * e * sq + sq + e
+        return madds.astype(np.float64), params.astype(np.float64)
+
+    return piece
+
+
+def _mobilenet(space: Space, ctx: Context) -> list[Piece]:
     """Mirror of `models.build_model` for backbone: mobilenet (keep the two in step)."""
     net = space.network
-    r = _Resolver(space, archs)
-    n = len(archs)
-    madds = np.zeros(n, dtype=np.float64)
-    params = np.zeros(n, dtype=np.float64)
     stem = net.get("stem") or {}
     k, s = int(stem.get("kernel", 3)), int(stem.get("stride", 2))
-    c = r(stem.get("out", 16), "out", "stem.out")
     h = conv_out(ctx.input_size, k, s)
-    madds += k * k * ctx.input_channels * c * h * h
-    params += k * k * ctx.input_channels * c + 2 * c
+    c: Spec = (stem.get("out", 16), "out", "stem.out")
+    pieces = [_conv_piece((ctx.input_channels, "in", "input"), c, h * h, kernel=k)]
     blocks = net.get("blocks") or []
     if not blocks:
         raise SpaceError("network.blocks: a mobilenet space needs at least one block")
     for b, blk in enumerate(blocks):
         where = f"blocks[{b}]"
-        k = r(blk.get("kernel", 3), "kernel", f"{where}.kernel")
-        e = c if blk.get("expanded", "in") == "in" else r(blk["expanded"], "expanded", f"{where}.expanded")
-        o = r(blk.get("out"), "out", f"{where}.out")
-        s = int(blk.get("stride", 1))
-        ho = (h - 1) // s + 1  # 'same' padding for odd kernels, any k
-        has_expand = e != c
-        madds += has_expand * c * e * h * h
-        params += has_expand * (c * e + 2 * e)
-        madds += k * k * e * ho * ho
-        params += k * k * e + 2 * e
-        if blk.get("se", net.get("se", False)):
-            sq = make_divisible(e // 4, 8)
-            madds += 2 * e * sq
-            params += 2 * e * sq + sq + e
-        madds += e * o * ho * ho
-        params += e * o + 2 * o
-        c, h = o, ho
+        ho = (h - 1) // int(blk.get("stride", 1)) + 1  # 'same' padding for odd kernels, any k
+        se = bool(blk.get("se", net.get("se", False)))
+        pieces.append(_block_piece(c, blk, where, h, ho, se))
+        c, h = (blk.get("out"), "out", f"{where}.out"), ho
     head = net.get("head") or {}
     if head.get("conv") is not None:
-        hc = r(head["conv"], "filters", "head.conv")
-        madds += c * hc * h * h
-        params += c * hc + 2 * hc
+        hc: Spec = (head["conv"], "filters", "head.conv")
+        pieces.append(_conv_piece(c, hc, h * h))
         c = hc
     if head.get("hidden") is not None:
-        hh = r(head["hidden"], "filters", "head.hidden")
-        madds += c * hh
-        params += c * hh + hh
+        hh: Spec = (head["hidden"], "filters", "head.hidden")
+        pieces.append(lambda r, c=c, hh=hh: ((r(*c) * r(*hh)).astype(np.float64), (r(*c) * r(*hh) + r(*hh)).astype(np.float64)))
         c = hh
-    madds += c * ctx.num_classes
-    params += c * ctx.num_classes + ctx.num_classes
+    n_cls = ctx.num_classes
+    pieces.append(lambda r, c=c: ((r(*c) * n_cls).astype(np.float64), (r(*c) * n_cls + n_cls).astype(np.float64)))
+    return pieces
+
+
+def _check_all_layers_used(space: Space, pieces: list[Piece]) -> None:
+    r = Resolver(space, np.zeros((1, space.num_layers), dtype=np.int64))
+    for piece in pieces:
+        piece(r)
     unused = set(r.index) - r.used
     if unused:
         raise SpaceError(f"layers {sorted(unused)} are not referenced by the network ($name)")
-    return {"madds": madds, "params": params}
 
 
 def _nb201_op_cost(c: int, hw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,163 +237,82 @@ def nb201_fixed_and_edge_costs(ctx: Context, stem: int = 16, cells_per_stage: in
     return (fixed_m, fixed_p), (edge_m, edge_p)
 
 
-def _nb201(space: Space, archs: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
+def _nb201(space: Space, ctx: Context) -> list[Piece]:
     net = space.network
     (fm, fp), (em, ep) = nb201_fixed_and_edge_costs(
         ctx, int(net.get("stem", 16)), int(net.get("cells_per_stage", 5))
     )
-    madds = np.full(len(archs), fm, dtype=np.float64)
-    params = np.full(len(archs), fp, dtype=np.float64)
-    for j, layer in enumerate(space.layers):
-        ops = np.array([o["ops"] for o in layer.options], dtype=np.int64)  # (|S|, edges)
-        madds += em[ops].sum(axis=1)[archs[:, j]]
-        params += ep[ops].sum(axis=1)[archs[:, j]]
-    return {"madds": madds, "params": params}
+
+    def node_piece(j: int) -> Piece:
+        ops = np.array([o["ops"] for o in space.layers[j].options], dtype=np.int64)  # (|S|, edges)
+        m, p = em[ops].sum(axis=1), ep[ops].sum(axis=1)
+        return lambda r: (m[r.column(j)], p[r.column(j)])
+
+    return [_const(fm, fp)] + [node_piece(j) for j in range(space.num_layers)]
 
 
-def _nats(space: Space, archs: np.ndarray, ctx: Context) -> dict[str, np.ndarray]:
+def _nats(space: Space, ctx: Context) -> list[Piece]:
     """NATS-Bench size space (N=1): stem(3->C0) cell(C0->C0) res(C0->C1,s2) cell(C1->C2)
     res(C2->C3,s2) cell(C3->C4) BN GAP Linear. The cell is NATS-Bench's fixed genotype
     |conv3~0|+|conv3~0|conv3~1|+|skip~0|conv3~1|conv3~2|; edges out of node 0 map Cin->Cout,
     and a skip with Cin != Cout is a 1x1 conv."""
-    r = _Resolver(space, archs)
-    ch = [r(f"${layer.name}", "channels", f"layers[{i}]") for i, layer in enumerate(space.layers)]
-    if len(ch) != 5:
+    if space.num_layers != 5:
         raise SpaceError("a nats space has exactly 5 layers (channels of the 5 stages)")
-    h = ctx.input_size
-    m = 9 * ctx.input_channels * ch[0] * h * h
-    p = 9 * ctx.input_channels * ch[0] + 2 * ch[0]
+    ch = [(f"${layer.name}", "channels", f"layers[{i}]") for i, layer in enumerate(space.layers)]
 
-    def cell(ci, co, h):
-        hw = h * h
+    def cell(ci, co, hw):
         mm = 2 * 9 * ci * co * hw + 3 * 9 * co * co * hw + (ci != co) * ci * co * hw
         pp = 2 * (9 * ci * co + 2 * co) + 3 * (9 * co * co + 2 * co) + (ci != co) * (ci * co + 2 * co)
         return mm, pp
 
-    def res(ci, co, h):
-        hw = h * h
-        mm = 9 * ci * co * hw + 9 * co * co * hw + ci * co * hw
-        pp = (9 * ci * co + 2 * co) + (9 * co * co + 2 * co) + ci * co
-        return mm, pp
+    def res(ci, co, hw):
+        return 9 * ci * co * hw + 9 * co * co * hw + ci * co * hw, (9 * ci * co + 2 * co) + (9 * co * co + 2 * co) + ci * co
 
-    steps = [(cell, ch[0], ch[0], 1), (res, ch[0], ch[1], 2), (cell, ch[1], ch[2], 1),
-             (res, ch[2], ch[3], 2), (cell, ch[3], ch[4], 1)]
-    for fn, ci, co, s in steps:
+    def step(fn, i, o, hw) -> Piece:
+        def piece(r: Resolver):
+            mm, pp = fn(r(*ch[i]), r(*ch[o]), hw)
+            return mm.astype(np.float64), pp.astype(np.float64)
+        return piece
+
+    h = ctx.input_size
+    pieces = [_conv_piece((ctx.input_channels, "in", "input"), ch[0], h * h, kernel=3)]
+    for fn, i, o, s in [(cell, 0, 0, 1), (res, 0, 1, 2), (cell, 1, 2, 1), (res, 2, 3, 2), (cell, 3, 4, 1)]:
         h = (h - 1) // s + 1
-        mm, pp = fn(ci, co, h)
-        m = m + mm
-        p = p + pp
-    m = m + ch[4] * ctx.num_classes
-    p = p + 2 * ch[4] + ch[4] * ctx.num_classes + ctx.num_classes
-    return {"madds": m.astype(np.float64), "params": p.astype(np.float64)}
+        pieces.append(step(fn, i, o, h * h))
+    n_cls = ctx.num_classes
+    pieces.append(lambda r: ((r(*ch[4]) * n_cls).astype(np.float64),
+                             (2 * r(*ch[4]) + r(*ch[4]) * n_cls + n_cls).astype(np.float64)))
+    return pieces
 
 
-_BACKBONE_COST = {"additive": _additive, "mobilenet": _mobilenet, "nb201": _nb201, "nats": _nats}
+_BACKBONE_PIECES = {"additive": _additive, "mobilenet": _mobilenet, "nb201": _nb201, "nats": _nats}
+
+
+def cost_pieces(space: Space, ctx: Context) -> list[Piece]:
+    """The pieces whose sum is the cost of an arch; raises SpaceError for a malformed network."""
+    pieces = _BACKBONE_PIECES[space.backbone](space, ctx)
+    if space.backbone == "mobilenet":
+        _check_all_layers_used(space, pieces)
+    return pieces
+
+
+def evaluate_pieces(space: Space, pieces: list[Piece], archs: np.ndarray) -> dict[str, np.ndarray]:
+    r = Resolver(space, archs)
+    madds = np.zeros(len(archs), dtype=np.float64)
+    params = np.zeros(len(archs), dtype=np.float64)
+    for piece in pieces:
+        m, p = piece(r)
+        madds += m
+        params += p
+    return {"madds": madds, "params": params}
 
 
 def cost_of(space: Space, archs: Any, input_size=None, num_classes=None, input_channels=None) -> dict[str, np.ndarray]:
     """MAdds and params of each arch (rows of an (n, L) int array) as float64 arrays."""
     a = as_archs(space, archs)
-    return _BACKBONE_COST[space.backbone](space, a, Context.of(space, input_size, num_classes, input_channels))
+    ctx = Context.of(space, input_size, num_classes, input_channels)
+    return evaluate_pieces(space, cost_pieces(space, ctx), a)
 
 
 def cost(space: Space, arch: Any, metric: str = "madds", **ctx) -> float:
     return float(cost_of(space, [arch], **ctx)[metric][0])
-
-
-# --------------------------------------------------------------------------- bounds
-
-
-def completion_costs(space: Space, archs: Any, layer: int, metric: str = "madds", **ctx) -> tuple[np.ndarray, np.ndarray]:
-    """(min, max) cost reachable from each arch by changing only the layers after ``layer``.
-
-    Costs are monotone in every option (more filters, bigger kernels and heavier ops never
-    cost less), so the cheapest completion puts every later layer on its last option and the
-    most expensive on option 0.
-    """
-    a = as_archs(space, archs).copy()
-    lo = a.copy()
-    hi = a.copy()
-    for j in range(layer + 1, space.num_layers):
-        lo[:, j] = space.sizes[j] - 1
-        hi[:, j] = 0
-    return cost_of(space, lo, **ctx)[metric], cost_of(space, hi, **ctx)[metric]
-
-
-def layer_bounds(space: Space, metric: str = "madds", **ctx) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 4's minCost(M_l), maxCost(M_l) for every layer l (0-based).
-
-    A layer-l candidate is (s_0..s_l, o_{l+1}..o_{L-1}); its cost ranges from all-cheapest
-    searched layers with defaults after l, up to the all-default model. These depend only on
-    the space, so bucket bounds never move during a search and resumes are stable.
-    """
-    L = space.num_layers
-    rows = np.zeros((L, L), dtype=np.int64)
-    for l in range(L):
-        for j in range(l + 1):
-            rows[l, j] = space.sizes[j] - 1
-    lo = cost_of(space, rows, **ctx)[metric]
-    hi = np.full(L, cost_of(space, [space.default_arch()], **ctx)[metric][0])
-    return lo, hi
-
-
-def cost_range(space: Space, metric: str = "madds", **ctx) -> tuple[float, float]:
-    c = cost_of(space, [space.min_arch(), space.default_arch()], **ctx)[metric]
-    return float(c[0]), float(c[1])
-
-
-# --------------------------------------------------------------------------- option order
-
-
-def order_options(space: Space, raw_layers: list | None = None) -> Space:
-    """Put each layer's options most expensive first and check explicit lists are ordered.
-
-    Generated option sets (kernel x expanded, NB201 edge-op combinations) are sorted by their
-    cost with every other layer at its default, stable so equal-cost options keep their
-    listed order. Explicitly listed options (filters, channels, additive options) must already
-    be listed most expensive first: a list out of order is almost always a typo, and silently
-    reordering it would change every arch string the user has written down.
-    """
-    from dataclasses import replace
-
-    layers = list(space.layers)
-    # Provisional default: the option that is maximal in every numeric field (for generated
-    # products that is the largest kernel with the largest expansion, or conv3x3 everywhere).
-    # Explicit lists start with it; all-conv3x3 is first in itertools.product order.
-    def generated(j: int) -> bool:
-        raw = raw_layers[j] if raw_layers is not None else None
-        return isinstance(raw, dict) and any(k in raw for k in ("edges", "kernels", "out"))
-
-    base = [0] * len(layers)
-    for j, layer in enumerate(layers):
-        if generated(j) and "expanded" in layer.options[0]:
-            top = {k: max(o[k] for o in layer.options) for k in layer.options[0]}
-            base[j] = max(
-                range(len(layer)), key=lambda i: tuple(layer.options[i][k] == top[k] for k in top)
-            )
-    probe = replace(space, layers=tuple(layers))
-    for j, layer in enumerate(layers):
-        rows = np.tile(np.asarray(base, dtype=np.int64), (len(layer), 1))
-        rows[:, j] = np.arange(len(layer))
-        c = _BACKBONE_COST[space.backbone](probe, rows, Context.of(space))["madds"]
-        line = raw_layers[j].get("__line__") if raw_layers is not None and isinstance(raw_layers[j], dict) else None
-        if generated(j):
-            order = sorted(range(len(layer)), key=lambda i: -c[i])  # stable
-            layers[j] = type(layer)(
-                name=layer.name,
-                options=tuple(layer.options[i] for i in order),
-                labels=tuple(layer.labels[i] for i in order),
-            )
-        else:
-            bad = [i for i in range(1, len(c)) if c[i] > c[i - 1]]
-            if bad:
-                i = bad[0]
-                at = f" (line {line})" if line else ""
-                raise SpaceError(
-                    f"layers[{j}] ({layer.name}){at}: options must be listed most expensive first; "
-                    f"option {i} ({layer.labels[i]}, cost {c[i]:g}) costs more than option {i - 1} "
-                    f"({layer.labels[i - 1]}, cost {c[i - 1]:g})"
-                )
-        base[j] = 0
-        probe = replace(space, layers=tuple(layers))
-    return probe

@@ -14,18 +14,20 @@ The search is done after a sweep that generated no children, or when the trial b
 spent. Decisions (the paper leaves them open; see docs/algorithm.md):
 
 - Layers are 0-based here and in file names (the paper's layer i is our layer i-1).
-- Eq. 4 bounds are per layer and come from the space alone (`cost.layer_bounds`): a layer-l
-  candidate (s_0..s_l, o_{l+1}..) costs between "layers 0..l cheapest, rest default" and the
-  all-default model. Bounds never move, so resumes are stable. The last bucket is closed
-  (cost == maxCost lands in bucket H-1).
+- Eq. 4 bounds are per layer and come from the space alone (`bounds.layer_bounds`): the exact
+  cheapest and dearest layer-l candidate (s_0..s_l, o_{l+1}..), later layers at their
+  defaults. Bounds never move, so resumes are stable. The last bucket is closed (cost ==
+  maxCost lands in bucket H-1).
 - Feasibility: a child is dropped untrained when its cheapest completion is above the target
-  max, or its most expensive completion (itself: later layers are at the default, which is
-  the most expensive option) is below the target min. Dropped children are kept in the
+  max, or its dearest completion is below the target min, both exact over every completion
+  (`bounds.completion_costs`), whatever the defaults. Dropped children are kept in the
   history with the reason.
-- Selection: each sweep expands up to R not-yet-expanded candidates of each layer, best
-  accuracy first (ties: lower cost, then arch string), so every run is deterministic.
-- Dedup: an arch is evaluated at most once; e.g. the option-0 child of a candidate is the
-  candidate itself and reuses its result (status ``cached``).
+- Selection (``select``): each sweep expands up to R not-yet-expanded candidates of each
+  layer, ``best`` accuracy first (ties: lower cost, then arch string), or drawn at ``random``
+  as the paper's Appendix I does, from a generator seeded by (seed, sweep, layer), so both
+  drivers draw the same parents and every run is reproducible.
+- Dedup: an arch is evaluated at most once; e.g. the default-option child of a candidate is
+  the candidate itself and reuses its result (status ``cached``).
 - Budget: at most ``budget`` new evaluations; by default the paper's bound H*K*sum|S_i|.
   In the loop form a candidate expanded early can later be pushed out of its bucket by a
   better one, which is then expanded too, so without a cap the count could in principle pass
@@ -45,7 +47,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from layernas.core.cost import completion_costs, cost_of, layer_bounds
+from layernas.core.bounds import completion_costs, cost_range, layer_bounds
+from layernas.core.cost import cost_of
 from layernas.core.space import Space, format_arch, parse_arch
 from layernas.core.strategies.base import Target
 from layernas.core.tables import mark_expanded, select_parents, update_table
@@ -59,6 +62,9 @@ HISTORY_COLUMNS = [
 ]
 
 
+SELECT_MODES = ("best", "random")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything that changes the trajectory of a search (and nothing else)."""
@@ -70,6 +76,8 @@ class SearchConfig:
     per_sweep: int = 3  # R
     budget: int | None = None  # None: the paper's bound H*K*sum|S_i|
     metric: str = "madds"
+    select: str = "best"  # which unexpanded candidates become parents: best | random
+    seed: int = 0  # draws of select: random
 
     def __post_init__(self) -> None:
         for name in ("buckets", "replicas", "per_sweep"):
@@ -82,6 +90,10 @@ class SearchConfig:
             raise ValueError(f"target_min ({self.target_min}) must be <= target_max ({self.target_max})")
         if self.metric not in ("madds", "params"):
             raise ValueError(f"metric must be madds or params, got {self.metric!r}")
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     @property
     def target(self) -> Target:
@@ -116,7 +128,7 @@ class Geometry:
 
 def check_target_reachable(space: Space, config: SearchConfig, **cost_kwargs) -> None:
     """Fail before any work when no model of the space lands in the target range."""
-    c = cost_of(space, [space.min_arch(), space.default_arch()], **cost_kwargs)[config.metric]
+    c = cost_range(space, config.metric, **cost_kwargs)
     if config.target_max < c[0] or config.target_min > c[1]:
         raise ValueError(
             f"target {config.metric} range [{config.target_min:g}, {config.target_max:g}] is unreachable: "
@@ -149,7 +161,7 @@ def make_children(
     space, cfg = geo.space, geo.config
     n = space.sizes[layer]
     if layer == 0:
-        base = np.zeros((n, space.num_layers), dtype=np.int64)
+        base = np.tile(np.asarray(space.default_arch(), dtype=np.int64), (n, 1))
         base[:, 0] = np.arange(n)
         parent_col = [""] * n
     else:
@@ -160,14 +172,14 @@ def make_children(
         base[:, layer] = np.tile(np.arange(n), len(parents))
         parent_col = [a for a in parents for _ in range(n)]
     lo_c, hi_c = completion_costs(space, base, layer, cfg.metric, **geo.cost_kwargs)
-    own = hi_c  # later layers are at their default, the most expensive option
-    feasible = (lo_c <= cfg.target_max) & (own >= cfg.target_min)
+    own = cost_of(space, base, **geo.cost_kwargs)[cfg.metric]  # later layers at their defaults
+    feasible = (lo_c <= cfg.target_max) & (hi_c >= cfg.target_min)
     reason = np.where(
         lo_c > cfg.target_max,
         np.char.add("cheapest completion ", np.char.add(np.char.mod("%g", lo_c), f" > target max {cfg.target_max:g}")),
         np.where(
-            own < cfg.target_min,
-            np.char.add("most expensive completion ", np.char.add(np.char.mod("%g", own), f" < target min {cfg.target_min:g}")),
+            hi_c < cfg.target_min,
+            np.char.add("most expensive completion ", np.char.add(np.char.mod("%g", hi_c), f" < target min {cfg.target_min:g}")),
             "",
         ),
     )
@@ -213,7 +225,9 @@ def stage_children(
     if layer == 0:
         kids = make_children(geo, sweep, 0, [], key_fn)
         return kids if sweep == 0 else kids.iloc[0:0]
-    parents = select_parents(prev_layer_table, geo.config.per_sweep)
+    cfg = geo.config
+    rng = np.random.default_rng([cfg.seed, sweep, layer]) if cfg.select == "random" else None
+    parents = select_parents(prev_layer_table, cfg.per_sweep, rng)
     return make_children(geo, sweep, layer, parents, key_fn)
 
 

@@ -1,10 +1,13 @@
-"""Search spaces: ordered layers, each an ordered list of options, most expensive first.
+"""Search spaces: ordered layers, each an ordered list of options with one default.
 
 A space is read from YAML (`layernas/core/spaces/<name>.yaml` or a user path) and validated up
 front, so a malformed file fails with the field and line of the problem instead of a
-KeyError deep inside a search. Option 0 of every layer is the default o_i (the most
-expensive option); the engine relies on that ordering for Eq. 4 bucket bounds and for the
-feasibility filter, so the loader checks it against the analytic cost (see `cost.py`).
+KeyError deep inside a search. Each layer's default o_i (what the layer is while earlier
+layers are searched) is option 0 unless the layer says ``default:`` (an option label or
+index): the paper's size search starts from the dearest option, its topology search from the
+no-op. Generated option sets are sorted most expensive first (that fixes the arch strings);
+explicit lists keep their order. The engine's bounds are exact for any order and default
+(`layernas.core.bounds`); the loader checks the cost model is usable for every option.
 
 Backbones (how options become a network and a cost):
 - ``additive``: every option carries an explicit ``cost`` (and optional ``params``); the
@@ -34,9 +37,18 @@ from layernas.core.arch import (  # noqa: F401
     Space,
     SpaceError,
     format_arch,
-    parse_arch,
 )
-from layernas.core.cost import order_options
+from layernas.core.arch import parse_arch as _parse_arch
+from layernas.core.bounds import check_consistent, extreme_arch, order_options
+
+
+def parse_arch(text: str, space: Space | None = None) -> tuple[int, ...]:
+    """Parse ``3-0-12``; with a space, also ``default``, ``min`` / ``max`` (the cheapest and
+    the dearest arch by MAdds) and range checks."""
+    word = str(text).strip()
+    if space is not None and word in ("min", "max"):
+        return extreme_arch(space, word)
+    return _parse_arch(text, space)
 
 # --------------------------------------------------------------------------- loading
 
@@ -126,6 +138,8 @@ def _int_list(raw: dict, key: str, where: str) -> list[int]:
 def _label(opt: dict[str, Any]) -> str:
     if "label" in opt:
         return str(opt["label"])
+    if set(opt) == {"ops"}:  # an NB201 node: the op of each incoming edge, e.g. nor_conv_3x3|none
+        return "|".join(NB201_OPS[i] for i in opt["ops"])
     short = {"kernel": "k", "expanded": "e", "filters": "f", "out": "o", "channels": "c"}
     return "".join(f"{short.get(k, k)}{v}" for k, v in opt.items() if k != "cost" and k != "params")
 
@@ -232,6 +246,32 @@ def space_from_dict(raw: Any, source: str = "<dict>") -> Space:
         **ints,
     )
     try:
-        return order_options(space, raw_layers=layers_raw)
+        space = order_options(space, raw_layers=layers_raw)
+        space = _with_defaults(space, layers_raw)
+        check_consistent(space)
     except SpaceError as exc:
         raise SpaceError(f"{source}: {exc}") from None
+    return space
+
+
+def _with_defaults(space: Space, raw_layers: list) -> Space:
+    """Resolve each layer's ``default:`` (a label, or an index into the final option order)."""
+    from dataclasses import replace
+
+    layers = list(space.layers)
+    for j, (layer, raw) in enumerate(zip(layers, raw_layers)):
+        if "default" not in raw:
+            continue
+        value, line = raw["default"], raw.get("__line__")
+        where = f"layers[{j}] ({layer.name}).default"
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < len(layer):
+                raise _err(where, line, f"option index {value} is out of range 0..{len(layer) - 1}")
+            index = value
+        elif isinstance(value, str) and value in layer.labels:
+            index = layer.labels.index(value)
+        else:
+            shown = ", ".join(layer.labels[:6]) + (", ..." if len(layer) > 6 else "")
+            raise _err(where, line, f"{value!r} is neither an option label nor an index; labels: {shown}")
+        layers[j] = replace(layer, default=index)
+    return replace(space, layers=tuple(layers))

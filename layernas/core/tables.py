@@ -27,13 +27,18 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_DTYPES.items()})
 
 
-def select_parents(table: pd.DataFrame | None, per_sweep: int) -> list[str]:
-    """Up to R not-yet-expanded candidates, best accuracy first (ties: cost, arch)."""
+def select_parents(table: pd.DataFrame | None, per_sweep: int, rng: np.random.Generator | None = None) -> list[str]:
+    """Up to R not-yet-expanded candidates: best accuracy first (ties: cost, arch), or, with
+    ``rng``, drawn uniformly without replacement (the paper's Appendix I), in an order that
+    depends only on the table's content and the generator."""
     if table is None or table.empty:
         return []
     todo = table[~table["expanded"].astype(bool)]
     todo = todo.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
-    return list(todo["arch"].head(per_sweep))
+    if rng is None:
+        return list(todo["arch"].head(per_sweep))
+    pick = rng.permutation(len(todo))[:per_sweep]
+    return list(todo["arch"].iloc[np.sort(pick)])
 
 
 def mark_expanded(table: pd.DataFrame | None, archs: Iterable[str]) -> pd.DataFrame:

@@ -118,6 +118,8 @@ def search_config(config: dict) -> SearchConfig:
         per_sweep=int(s["per_sweep"]),
         budget=None if s.get("budget") in (None, 0) else int(s["budget"]),
         metric=t.get("metric", "madds"),
+        select=s.get("select", "best"),
+        seed=int(s.get("seed", 0)),
     )
 
 

@@ -234,7 +234,8 @@ def _resolve_space(run: RunInfo, space: str | Path | None, problems: list[Proble
 
 def _analytic(space, run: RunInfo, frames: list[pd.DataFrame]):
     """Cost of every distinct arch, and cheapest completion of every (layer, arch), vectorised."""
-    from layernas.core.cost import completion_costs, cost_of
+    from layernas.core.bounds import completion_costs
+    from layernas.core.cost import cost_of
 
     metric, kw = run.search.get("metric", "madds"), dict(run.cost_kwargs or {})
     archs = pd.unique(pd.concat([f["arch"].astype(str) for f in frames], ignore_index=True)) if frames else []
