@@ -15,14 +15,16 @@ from pathlib import Path
 
 from layernas.evaluate.recipe import FinalConfig, TrainConfig
 from layernas.evaluate.trial import save_weights
-from layernas.store.layout import WEIGHTS
+from layernas.store.files import atomic_write_json
+from layernas.store.layout import PREPROCESSING, WEIGHTS
 from layernas.store.records import record_run
 
 
 def run_final(space, arch: str, train_cfg: dict | None, final_cfg: dict | None, seed: int, out_dir: str | Path,
               threads: int | None = None) -> dict:
     """Retrain ``arch`` on the whole training split (train + val) and report test accuracy;
-    saves weights (model.pt) for the transfer stage. A failure of the model is recorded."""
+    saves the evaluated weights (model.pt, also the transfer stage's backbone) and the input
+    preprocessing (preprocessing.json) before metrics.json. A failure of the model is recorded."""
     fc = FinalConfig.from_dict(final_cfg)
     tc = TrainConfig.from_dict(train_cfg)
     tc = replace(tc, optimizer="rmsprop", momentum=0.9, epochs=fc.epochs, batch_size=fc.batch_size,
@@ -35,8 +37,9 @@ def run_final(space, arch: str, train_cfg: dict | None, final_cfg: dict | None, 
         import torch
 
         from layernas.core.cost import cost_of
-        from layernas.core.space import parse_arch
+        from layernas.core.space import format_arch, parse_arch
         from layernas.evaluate.data import Dataset, load_dataset
+        from layernas.evaluate.loading import preprocessing_record
         from layernas.evaluate.models import build_model
         from layernas.evaluate.train import train_model
 
@@ -53,9 +56,15 @@ def run_final(space, arch: str, train_cfg: dict | None, final_cfg: dict | None, 
         c = cost_of(space, [arch_t], input_size=data.input_size, num_classes=data.num_classes,
                     input_channels=data.input_channels)
         metrics.update(madds=int(c["madds"][0]), params=int(c["params"][0]), lr=fc.lr)
-        res = train_model(model, data, tc, int(seed), log=log, lr=fc.lr,
-                          warmup_epochs=fc.warmup_fraction * fc.epochs, ema_decay=fc.ema_decay, eval_split="test")
+
+        def keep(evaluated, mean, std) -> None:  # the model and input the test accuracy is of
+            save_weights(evaluated, Path(out_dir) / WEIGHTS)
+            atomic_write_json(Path(out_dir) / PREPROCESSING, preprocessing_record(
+                space, format_arch(arch_t), dataset=tc.dataset, data_dir=tc.data_dir, num_classes=data.num_classes,
+                input_size=data.input_size, input_channels=data.input_channels, mean=mean.cpu(), std=std.cpu()))
+
+        res = train_model(model, data, tc, int(seed), log=log, lr=fc.lr, warmup_epochs=fc.warmup_fraction * fc.epochs,
+                          ema_decay=fc.ema_decay, eval_split="test", on_final=keep)
         metrics.update(res)
-        save_weights(model, Path(out_dir) / WEIGHTS)
 
     return record_run(out_dir, inputs, {"arch": arch, "seed": int(seed), "stage": "final"}, body)

@@ -161,8 +161,12 @@ def train_model(
     warmup_epochs: float | None = None,
     ema_decay: float | None = None,
     eval_split: str = "val",
+    on_final: Callable[[nn.Module, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place and return metrics on ``eval_split`` (val or test)."""
+    """Train ``model`` in place and return metrics on ``eval_split`` (val or test).
+    ``on_final(model, mean, std)`` receives the model that was evaluated (the EMA copy when
+    ``ema_decay`` is set, after BN calibration) and the input normalisation it was evaluated
+    with, so a caller saves exactly what the metrics describe."""
     torch.manual_seed(seed)
     device = pick_device(cfg.device)
     tune_malloc()
@@ -226,6 +230,8 @@ def train_model(
     ev = evaluate(final_model, split, mean, std, device, cfg.eval_batch_size, amp)
     if not math.isfinite(ev["loss"]):
         raise TrialFailed(f"{eval_split} loss is {ev['loss']}")
+    if on_final is not None:
+        on_final(final_model, mean, std)
     return {
         f"{eval_split}_accuracy": ev["accuracy"],
         f"{eval_split}_loss": ev["loss"],

@@ -21,8 +21,8 @@ NOT_HASHED = ("device", "threads", "save_weights", "log_every")
 # Bumped when the trainer changes results for the same settings (2: BN recalibration before
 # evaluation), so old records are not reused as if they were new ones.
 TRAINER_VERSION = 2
-# Fields of the final section that choose what to retrain, not how.
-FINAL_SELECTION = ("activate", "top_n")
+# Fields of the final section that choose what to retrain (and whether to export it), not how.
+FINAL_SELECTION = ("activate", "top_n", "export")
 TABLE_SUFFIXES = (".csv", ".parquet", ".txt")
 
 
@@ -72,7 +72,7 @@ def train_hash(config: dict) -> str:
 
 def final_hash(config: dict) -> str:
     """Hash of what decides a final retraining: the final recipe (without the selection
-    fields) and the train section by the trial rule (NOT_HASHED left out, trainer version in)."""
+    fields: activate, top_n, export) and the train section by the trial rule (NOT_HASHED left out, trainer version in)."""
     final = {k: v for k, v in (config.get("final") or {}).items() if k not in FINAL_SELECTION}
     return config_hash({"final": final, "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
 

@@ -12,7 +12,9 @@ so the same call gives a concrete path (``children(0, 3)``) or a Snakemake patte
     R/search/r{r}/l{l}/history.parquet      every child generated up to and including (r, l)
     R/search/{summary.json, history.parquet, tables.parquet, top.parquet}   after the search
     R/trials/{key}/{trial.json, log.txt, metrics.json, finished.json, model.pt}   (or STORE/{key}/...)
-    R/final/{key}/...   R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
+    R/final/{key}/{trial.json, log.txt, model.pt, preprocessing.json, metrics.json}
+    R/export/{key}/{model.pt (TorchScript), model.onnx, model.json (the card)}
+    R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
     R/logs/{kind}/{name}.log   R/benchmarks/{kind}/{name}.tsv   R/report/
 
 The trial records may live outside the results directory, in a **trial store** (the config's
@@ -34,9 +36,15 @@ METRICS = "metrics.json"   # written last and atomically: its presence means "fi
 LOG = "log.txt"
 RECORD = "finished.json"   # second copy of metrics.json that Snakemake does not delete on a rerun
 WEIGHTS = "model.pt"
+PREPROCESSING = "preprocessing.json"  # a final model's input spec: size, channels, mean/std, space, arch
 DETECTIONS = "detections.json"
 LOCK = ".lock"             # flock-held by the job evaluating a trial: a second job for the key waits
 RECORD_FILES = (INPUTS, METRICS, LOG)
+
+# Files of an exported model (`layernas export`, rule export): the card is written last.
+EXPORT_TORCHSCRIPT = "model.pt"
+EXPORT_ONNX = "model.onnx"
+EXPORT_CARD = "model.json"
 
 # Areas holding one directory per content key.
 KEYED_AREAS = ("trials", "final", "transfer")
@@ -146,6 +154,19 @@ class Layout:
 
     def final_metrics(self, key: Part) -> Path:
         return self.final_dir(key) / METRICS
+
+    def final_weights(self, key: Part) -> Path:
+        return self.final_dir(key) / WEIGHTS
+
+    def final_preprocessing(self, key: Part) -> Path:
+        return self.final_dir(key) / PREPROCESSING
+
+    def export_dir(self, key: Part) -> Path:
+        """Where the workflow exports a final model (TorchScript, ONNX, the card)."""
+        return self.root / "export" / str(key)
+
+    def export_card(self, key: Part) -> Path:
+        return self.export_dir(key) / EXPORT_CARD
 
     def transfer_dir(self, key: Part) -> Path:
         return self.root / "transfer" / str(key)

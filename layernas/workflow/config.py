@@ -231,6 +231,14 @@ def transfer_runs(config: dict) -> bool:
         and bool((config.get("final") or {}).get("activate", True))
 
 
+def exports_final(config: dict) -> bool:
+    """Whether the workflow exports the final models (``final.export``, default true): only
+    where there are final models (evaluator train, ``final.activate``)."""
+    final = config.get("final") or {}
+    return config.get("evaluator", "train") == "train" and bool(final.get("activate", True)) \
+        and bool(final.get("export", True))
+
+
 def validate_transfer(config: dict) -> None:
     """Raise ConfigError for a transfer section that would fail only after the search."""
     # The stage transfers the final models; a run without them (evaluator tabular, or

@@ -98,7 +98,8 @@ def final_table(final_paths, summary: dict, space=None) -> pd.DataFrame:
         rows.append({"key": key, "arch": arch, "options": options_of(space, str(arch)), "cost": t.get("cost"),
                      "val_accuracy": t.get("accuracy"), "test_accuracy": m.get("test_accuracy"),
                      "status": m.get("status"), "madds": m.get("madds"), "params": m.get("params"),
-                     "epochs": m.get("epochs"), "wall_seconds": m.get("wall_seconds"), "error": m.get("error")})
+                     "epochs": m.get("epochs"), "wall_seconds": m.get("wall_seconds"),
+                     "export": export_files(Layout(Path(path).parents[2]).export_card(key)), "error": m.get("error")})
     if rows:
         df = pd.DataFrame(rows)
         return df if df["error"].notna().any() else df.drop(columns="error")
@@ -108,6 +109,20 @@ def final_table(final_paths, summary: dict, space=None) -> pd.DataFrame:
              "note": "final retraining not run (evaluator tabular or final.activate false)"}
             for r in summary.get("top") or []]
     return pd.DataFrame(rows, columns=cols)
+
+
+def export_files(card_path: Path) -> str:
+    """The exported files of a final model (rule export, docs/export.md), as paths a person
+    opens: ``results/export/KEY/model.onnx results/export/KEY/model.pt results/export/KEY/model.json``;
+    or why there are none."""
+    try:
+        card = json.loads(Path(card_path).read_text())
+    except (OSError, ValueError):
+        return "not exported"
+    if card.get("status") != "ok":
+        return f"not exported: {card.get('error')}"
+    names = card.get("files") or {}
+    return " ".join(str(Path(card_path).parent / names[k]) for k in ("torchscript", "onnx", "card") if k in names)
 
 
 def stage_notes(config: dict | None) -> dict[str, str]:

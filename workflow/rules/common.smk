@@ -3,7 +3,12 @@
 import sys
 
 from layernas.store.layout import DETECTIONS
-from layernas.workflow.config import ConfigError, check_config, transfer_plan
+from layernas.workflow.config import (
+    ConfigError,
+    check_config,
+    exports_final,
+    transfer_plan,
+)
 from layernas.workflow.stages import (
     Context,
     arch_for_key,
@@ -70,6 +75,12 @@ def final_targets():
     return [str(L.final_metrics(k)) for k in final_keys()]
 
 
+def export_targets():
+    if not exports_final(config):
+        return []
+    return [str(L.export_card(k)) for k in final_keys()]
+
+
 def transfer_targets():
     if not config["transfer"]["activate"]:
         return []
@@ -85,6 +96,7 @@ def all_targets(wc):
     targets = CTX.trial_paths(stages)
     targets.append(str(L.summary))
     targets += final_targets()
+    targets += export_targets()
     targets += transfer_targets()
     if config["report"]["activate"]:
         targets.append(str(L.report(".done")))

@@ -19,3 +19,32 @@ rule final:
         arch=lambda wc: arch_for_key(L.root, wc.key),
     script:
         "../scripts/final.py"
+
+
+# Each final model exported (final.export, on by default): TorchScript, ONNX (checked with
+# onnx.checker and ONNX Runtime against PyTorch) and the model card, results/export/{key}/
+# (layernas/evaluate/export.py; docs/export.md). A separate rule, so switching it off or on
+# never retrains a final model. Seconds per model, so it runs on the submitting machine.
+
+
+rule export:
+    input:
+        str(L.final_metrics("{key}")),
+    output:
+        report(
+            str(L.export_card("{key}")),
+            caption="../report/export.rst",
+            category="Final models",
+            labels={"model": "{key}", "file": "model card"},
+        ),
+    log:
+        str(L.log("export", "{key}")),
+    conda:
+        "../../envs/layernas.yaml"
+    threads: 1
+    script:
+        "../scripts/export.py"
+
+
+localrules:
+    export,

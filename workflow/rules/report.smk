@@ -10,6 +10,7 @@ rule report_plots:
         tables=str(L.tables),
         final=lambda wc: final_targets(),
         transfer=lambda wc: transfer_targets(),
+        export=lambda wc: export_targets(),
     output:
         progress=report(
             str(L.report("best_vs_trials.png")),
