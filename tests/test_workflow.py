@@ -19,7 +19,7 @@ from trial_records import evaluated_at
 from layernas.core.driver import run_search
 from layernas.core.search import SearchConfig
 from layernas.core.space import load_space
-from layernas.examples.toy import appendix_i
+from layernas.examples.toy import appendix_i, separable
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
@@ -475,3 +475,29 @@ def test_arch_for_key_finds_every_child_and_refuses_unknown_keys(reference):
         assert arch_for_key(reference, key) == arch
     with pytest.raises(KeyError, match="0123456789abcdef"):
         arch_for_key(reference, "0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    "space, oracle, search, target",
+    [
+        pytest.param("appendix-i", appendix_i, {"select": "random", "seed": 3}, {"min": 8, "max": 9},
+                     id="select-random"),
+        pytest.param("nb201-topology-noop", separable, {"buckets": 5, "replicas": 1, "per_sweep": 2, "budget": 40},
+                     {"min": 0, "max": 60e6}, id="nb201-noop-default"),
+    ],
+)
+def test_workflow_matches_driver_with_random_selection_and_noop_defaults(tmp_path, space, oracle, search, target):
+    """The two drivers agree where the engine draws parents at random and where the defaults
+    are not option 0 (the NB201 no-op space), so both evaluate the same stage functions."""
+    base = {"buckets": 4, "replicas": 2, "per_sweep": 2, "budget": None} | search
+    wd = tmp_path / "run"
+    snakemake(wd, overrides={"space": space, "oracle": f"layernas.examples.toy:{oracle.__name__}",
+                             "search": base, "target": target})
+    cfg = SearchConfig(target_min=target["min"], target_max=target["max"], **base)
+    engine = run_search(load_space(space), lambda b: [oracle(a) for a in b], cfg)
+    wf = tables(wd / "results")
+    assert len(wf) == len(engine.tables) and engine.trials > 0
+    for (r, l), t in engine.tables.items():
+        pd.testing.assert_frame_equal(wf[f"r{r}/l{l}/buckets.parquet"].drop(columns="key"), t.drop(columns="key"))
+    hist = pd.read_parquet(wd / "results" / "search" / "history.parquet")
+    pd.testing.assert_frame_equal(hist.drop(columns="key"), engine.history_frame().drop(columns="key"))
