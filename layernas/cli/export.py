@@ -34,7 +34,8 @@ def _nums(vs) -> str:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a found model (TorchScript / ONNX) with a model card")
-    p.add_argument("results", metavar="RESULTS_DIR", help="a results directory, or one final/<key> directory")
+    p.add_argument("results", metavar="RESULTS_DIR", nargs="?", default="results",
+                   help="a results directory (default: results), or one final/<key> directory")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--rank", type=int, help="1 = the search's best final model (default), 2 = the next, ...")
     which.add_argument("--key", help="the final model's key (results/final/<key>)")
