@@ -18,6 +18,7 @@ import layernas.cli.audit as audit
 import layernas.cli.bench as bench
 import layernas.cli.cost as cost
 import layernas.cli.export as export
+import layernas.cli.latency as latency
 import layernas.cli.search as search
 import layernas.cli.space as space
 import layernas.cli.status as status
@@ -27,7 +28,7 @@ from layernas import __version__
 from layernas.core.space import SpaceError
 
 # In the order `layernas --help` lists them.
-COMMANDS = (space, cost, search, trial, bench, status, transfer, export, audit)
+COMMANDS = (space, cost, search, trial, bench, status, transfer, export, latency, audit)
 
 # Errors of the user's input: one line and exit 2. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, SpaceError, FileNotFoundError, KeyError)

@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from layernas.core.arch import Space, SpaceError
-from layernas.core.cost import Context, Resolver, as_archs, cost_of, cost_pieces, evaluate_pieces
+from layernas.core.cost import (
+    Context,
+    Resolver,
+    as_archs,
+    cost_of,
+    cost_pieces,
+    evaluate_pieces,
+    latency_table_of,
+)
+from layernas.core.latency import LatencyError
 
 MAX_FACTOR = 20_000_000  # entries of one combined table; far above any shipped space
 
@@ -48,7 +57,8 @@ _CACHE: dict[tuple, Any] = {}
 
 def _ctx_key(space: Space, ctx: dict) -> tuple:
     c = Context.of(space, **ctx)
-    return (space.space_id, c.input_size, c.input_channels, c.num_classes)
+    table = latency_table_of(c)  # memoised by path, size and mtime: a re-measured table is new
+    return (space.space_id, c.input_size, c.input_channels, c.num_classes, id(table) if table else None)
 
 
 def factors(space: Space, metric: str = "madds", **ctx) -> list[Factor]:
@@ -60,6 +70,9 @@ def factors(space: Space, metric: str = "madds", **ctx) -> list[Factor]:
 
 
 def _tabulate(space: Space, metric: str, ctx: Context) -> list[Factor]:
+    table = latency_table_of(ctx) if metric == "latency" else None
+    if metric == "latency" and table is None:
+        raise LatencyError("metric latency needs a latency table (cost option latency_table)")
     sizes = space.sizes
     default = np.asarray(space.default_arch(), dtype=np.int64)[None, :]
     index = {layer.name: j for j, layer in enumerate(space.layers)}
@@ -75,7 +88,7 @@ def _tabulate(space: Space, metric: str, ctx: Context) -> list[Factor]:
         if layers:
             for j, col in zip(layers, np.indices(shape).reshape(len(layers), -1)):
                 rows[:, j] = col
-        value = evaluate_pieces(space, [piece], rows)[metric]
+        value = evaluate_pieces(space, [piece], rows, table)[metric]
         out.append(Factor(layers, value.reshape(shape) if layers else np.float64(value[0])))
     return out
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from layernas.core import latency as lat
 from layernas.core.arch import NB201_OPS, Space, SpaceError
 
-METRICS = ("madds", "params")
+METRICS = ("madds", "params", "latency")
 
 
 def make_divisible(v: np.ndarray | int, divisor: int = 8) -> np.ndarray:
@@ -50,13 +51,15 @@ class Context:
     input_size: int
     input_channels: int
     num_classes: int
+    latency_table: str | None = None  # a latency lookup table (Parquet): enables metric "latency"
 
     @classmethod
-    def of(cls, space: Space, input_size=None, num_classes=None, input_channels=None) -> "Context":
+    def of(cls, space: Space, input_size=None, num_classes=None, input_channels=None, latency_table=None) -> "Context":
         return cls(
             input_size=int(input_size or space.input_size),
             input_channels=int(input_channels or space.input_channels),
             num_classes=int(num_classes or space.num_classes),
+            latency_table=str(latency_table) if latency_table else None,
         )
 
 
@@ -79,11 +82,12 @@ class Resolver:
     """Turns a network field ('$layer' reference or a constant) into a per-arch vector, and
     records which layers were read (the bounds use that to know what a piece depends on)."""
 
-    def __init__(self, space: Space, archs: np.ndarray):
+    def __init__(self, space: Space, archs: np.ndarray, segments: bool = False):
         self.space = space
         self.archs = archs
         self.index = {layer.name: i for i, layer in enumerate(space.layers)}
         self.used: set[str] = set()
+        self.segments = segments  # pieces also name their latency segments (slower; latency only)
 
     @property
     def n(self) -> int:
@@ -116,12 +120,17 @@ def resolve_value(space: Space, arch: Any, value: Any, slot: str, where: str = "
     return int(Resolver(space, np.asarray([arch], dtype=np.int64))(value, slot, where or slot)[0])
 
 
-# A piece: (resolver over n archs) -> (madds, params), two float arrays of length n.
-Piece = Callable[[Resolver], tuple[np.ndarray, np.ndarray]]
+# A piece: (resolver over n archs) -> (madds, params[, segment keys]): float arrays of length n,
+# and, where the resolver asks for segments and the backbone has latency tables, one key per arch.
+Piece = Callable[[Resolver], tuple]
 
 
 def _const(m: float, p: float) -> Piece:
     return lambda r: (np.full(r.n, float(m)), np.full(r.n, float(p)))
+
+
+def _fixed_latency(r: Resolver):
+    return np.zeros(r.n), np.zeros(r.n), [lat.FIXED] * r.n if r.segments else None
 
 
 # --------------------------------------------------------------------------- per backbone
@@ -139,15 +148,38 @@ def _additive(space: Space, ctx: Context) -> list[Piece]:
 Spec = tuple[Any, str, str]  # (value, slot, where): a network field as the Resolver takes it
 
 
-def _conv_piece(cin: Spec, cout: Spec, pixels: int, kernel: int = 1, bn: bool = True) -> Piece:
+def _conv_piece(cin: Spec, cout: Spec, h: int, kernel: int = 1, stride: int = 1, act: str = "") -> Piece:
+    """A conv + BN + activation at h x h output pixels (the stem, a 1x1 head conv)."""
     def piece(r: Resolver):
         c, o = r(*cin), r(*cout)
-        return (kernel * kernel * c * o * pixels).astype(np.float64), (kernel * kernel * c * o + 2 * o * bn).astype(np.float64)
+        m = (kernel * kernel * c * o * h * h).astype(np.float64)
+        p = (kernel * kernel * c * o + 2 * o).astype(np.float64)
+        seg = lat.keys("conv", c=c, o=o, k=kernel, s=stride, h=h, act=act) if r.segments else None
+        return m, p, seg
 
     return piece
 
 
-def _block_piece(cin: Spec, blk: dict, where: str, h: int, ho: int, se: bool) -> Piece:
+def _tail_piece(cin: Spec, hidden: Spec | None, n_cls: int, h: int, act: str) -> Piece:
+    """Global pooling, the optional hidden Linear (+ activation) and the classifier."""
+    def piece(r: Resolver):
+        c = r(*cin)
+        m, p = np.zeros(r.n), np.zeros(r.n)
+        last = c
+        if hidden is not None:
+            hh = r(*hidden)
+            m, p = (c * hh).astype(np.float64), (c * hh + hh).astype(np.float64)
+            last = hh
+        m, p = m + last * n_cls, p + last * n_cls + n_cls
+        seg = None
+        if r.segments:
+            seg = lat.keys("tail", c=c, hidden=hh if hidden is not None else 0, classes=n_cls, h=h, act=act)
+        return m, p, seg
+
+    return piece
+
+
+def _block_piece(cin: Spec, blk: dict, where: str, h: int, ho: int, se: bool, act: str) -> Piece:
     def piece(r: Resolver):
         c = r(*cin)
         k = r(blk.get("kernel", 3), "kernel", f"{where}.kernel")
@@ -160,7 +192,10 @@ def _block_piece(cin: Spec, blk: dict, where: str, h: int, ho: int, se: bool) ->
             sq = make_divisible(e // 4, 8)
             madds = madds + 2 * e * sq
             params = params + 2 * e * sq + sq + e
-        return madds.astype(np.float64), params.astype(np.float64)
+        seg = None
+        if r.segments:
+            seg = lat.keys("block", c=c, k=k, e=e, o=o, s=int(blk.get("stride", 1)), h=h, se=int(se), act=act)
+        return madds.astype(np.float64), params.astype(np.float64), seg
 
     return piece
 
@@ -168,11 +203,12 @@ def _block_piece(cin: Spec, blk: dict, where: str, h: int, ho: int, se: bool) ->
 def _mobilenet(space: Space, ctx: Context) -> list[Piece]:
     """Mirror of `models.build_model` for backbone: mobilenet (keep the two in step)."""
     net = space.network
+    act = net.get("act", "hswish")
     stem = net.get("stem") or {}
     k, s = int(stem.get("kernel", 3)), int(stem.get("stride", 2))
     h = conv_out(ctx.input_size, k, s)
     c: Spec = (stem.get("out", 16), "out", "stem.out")
-    pieces = [_conv_piece((ctx.input_channels, "in", "input"), c, h * h, kernel=k)]
+    pieces = [_fixed_latency, _conv_piece((ctx.input_channels, "in", "input"), c, h, kernel=k, stride=s, act=act)]
     blocks = net.get("blocks") or []
     if not blocks:
         raise SpaceError("network.blocks: a mobilenet space needs at least one block")
@@ -180,19 +216,15 @@ def _mobilenet(space: Space, ctx: Context) -> list[Piece]:
         where = f"blocks[{b}]"
         ho = (h - 1) // int(blk.get("stride", 1)) + 1  # 'same' padding for odd kernels, any k
         se = bool(blk.get("se", net.get("se", False)))
-        pieces.append(_block_piece(c, blk, where, h, ho, se))
+        pieces.append(_block_piece(c, blk, where, h, ho, se, blk.get("act", act)))
         c, h = (blk.get("out"), "out", f"{where}.out"), ho
     head = net.get("head") or {}
     if head.get("conv") is not None:
         hc: Spec = (head["conv"], "filters", "head.conv")
-        pieces.append(_conv_piece(c, hc, h * h))
+        pieces.append(_conv_piece(c, hc, h, act=act))
         c = hc
-    if head.get("hidden") is not None:
-        hh: Spec = (head["hidden"], "filters", "head.hidden")
-        pieces.append(lambda r, c=c, hh=hh: ((r(*c) * r(*hh)).astype(np.float64), (r(*c) * r(*hh) + r(*hh)).astype(np.float64)))
-        c = hh
-    n_cls = ctx.num_classes
-    pieces.append(lambda r, c=c: ((r(*c) * n_cls).astype(np.float64), (r(*c) * n_cls + n_cls).astype(np.float64)))
+    hidden = (head["hidden"], "filters", "head.hidden") if head.get("hidden") is not None else None
+    pieces.append(_tail_piece(c, hidden, ctx.num_classes, h, act))
     return pieces
 
 
@@ -275,7 +307,7 @@ def _nats(space: Space, ctx: Context) -> list[Piece]:
         return piece
 
     h = ctx.input_size
-    pieces = [_conv_piece((ctx.input_channels, "in", "input"), ch[0], h * h, kernel=3)]
+    pieces = [_conv_piece((ctx.input_channels, "in", "input"), ch[0], h, kernel=3)]
     for fn, i, o, s in [(cell, 0, 0, 1), (res, 0, 1, 2), (cell, 1, 2, 1), (res, 2, 3, 2), (cell, 3, 4, 1)]:
         h = (h - 1) // s + 1
         pieces.append(step(fn, i, o, h * h))
@@ -296,22 +328,36 @@ def cost_pieces(space: Space, ctx: Context) -> list[Piece]:
     return pieces
 
 
-def evaluate_pieces(space: Space, pieces: list[Piece], archs: np.ndarray) -> dict[str, np.ndarray]:
-    r = Resolver(space, archs)
-    madds = np.zeros(len(archs), dtype=np.float64)
-    params = np.zeros(len(archs), dtype=np.float64)
+def evaluate_pieces(
+    space: Space, pieces: list[Piece], archs: np.ndarray, latency: lat.LatencyTable | None = None
+) -> dict[str, np.ndarray]:
+    """The sum of ``pieces`` over ``archs``: madds and params, and latency (ms) with a table."""
+    r = Resolver(space, archs, segments=latency is not None)
+    out = {m: np.zeros(len(archs), dtype=np.float64) for m in METRICS[: 2 if latency is None else 3]}
     for piece in pieces:
-        m, p = piece(r)
-        madds += m
-        params += p
-    return {"madds": madds, "params": params}
+        m, p, *seg = piece(r)
+        out["madds"] += m
+        out["params"] += p
+        if latency is not None:
+            if not seg or seg[0] is None:
+                raise lat.LatencyError(f"space {space.name}: latency tables support the mobilenet backbone only, "
+                                       f"not {space.backbone!r}")
+            out["latency"] += latency.lookup(seg[0])
+    return out
 
 
-def cost_of(space: Space, archs: Any, input_size=None, num_classes=None, input_channels=None) -> dict[str, np.ndarray]:
-    """MAdds and params of each arch (rows of an (n, L) int array) as float64 arrays."""
+def latency_table_of(ctx: Context) -> lat.LatencyTable | None:
+    return lat.read_table(ctx.latency_table) if ctx.latency_table else None
+
+
+def cost_of(
+    space: Space, archs: Any, input_size=None, num_classes=None, input_channels=None, latency_table=None
+) -> dict[str, np.ndarray]:
+    """MAdds and params of each arch (rows of an (n, L) int array) as float64 arrays, and its
+    predicted latency in milliseconds when a latency table is given."""
     a = as_archs(space, archs)
-    ctx = Context.of(space, input_size, num_classes, input_channels)
-    return evaluate_pieces(space, cost_pieces(space, ctx), a)
+    ctx = Context.of(space, input_size, num_classes, input_channels, latency_table)
+    return evaluate_pieces(space, cost_pieces(space, ctx), a, latency_table_of(ctx))
 
 
 def cost(space: Space, arch: Any, metric: str = "madds", **ctx) -> float:

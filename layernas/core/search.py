@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from layernas.core.bounds import completion_costs, cost_range, layer_bounds
-from layernas.core.cost import cost_of
+from layernas.core.cost import METRICS, cost_of
 from layernas.core.space import Space, format_arch, parse_arch
 from layernas.core.strategies.base import Target
 from layernas.core.tables import mark_expanded, select_parents, update_table
@@ -88,8 +88,8 @@ class SearchConfig:
             raise ValueError(f"budget must be a positive integer or None, got {self.budget!r}")
         if not self.target_min <= self.target_max:
             raise ValueError(f"target_min ({self.target_min}) must be <= target_max ({self.target_max})")
-        if self.metric not in ("madds", "params"):
-            raise ValueError(f"metric must be madds or params, got {self.metric!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.select not in SELECT_MODES:
             raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
