@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/latency.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/trials.smk"
 include: "workflow/rules/final.smk"

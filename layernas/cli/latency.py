@@ -46,7 +46,7 @@ def _run_settings(results: Path) -> dict:
     """What a finished run used: its search.json (space, cost inputs, latency table)."""
     from layernas.store.layout import Layout
 
-    path = Layout.of_results(results).search_json
+    path = Layout.of_results(results).search_meta
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):

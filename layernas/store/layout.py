@@ -15,6 +15,7 @@ so the same call gives a concrete path (``children(0, 3)``) or a Snakemake patte
     R/final/{key}/{trial.json, log.txt, model.pt, preprocessing.json, metrics.json}
     R/export/{key}/{model.pt (TorchScript), model.onnx, model.json (the card)}
     R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
+    R/latency/table.parquet                 the measured latency table (target.metric latency)
     R/logs/{kind}/{name}.log   R/benchmarks/{kind}/{name}.tsv   R/report/
 
 The trial records may live outside the results directory, in a **trial store** (the config's
@@ -177,6 +178,11 @@ class Layout:
     @property
     def transfer_data(self) -> Path:
         return self.root / "transfer" / "data"
+
+    @property
+    def latency_table(self) -> Path:
+        """The latency table the workflow measures when ``latency.table`` is not given."""
+        return self.root / "latency" / "table.parquet"
 
     def failed_dir(self, key: str, n: int) -> Path:
         return self.root / "failed" / f"{key}.{n}"

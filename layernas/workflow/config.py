@@ -124,12 +124,61 @@ def search_config(config: dict) -> SearchConfig:
 
 
 def cost_kwargs(config: dict) -> dict:
-    """Input size / classes for costing: the data set's, when training; else the space's."""
+    """Input size / classes for costing: the data set's, when training; else the space's; and
+    the latency table when the target is latency (the user's, or the one the workflow measures)."""
     out = {}
     for key in ("input_size", "num_classes", "input_channels"):
         if config.get("cost", {}).get(key):
             out[key] = int(config["cost"][key])
+    table = latency_table_path(config)
+    if table is not None:
+        out["latency_table"] = table
     return out
+
+
+def latency_table_path(config: dict) -> str | None:
+    """The latency table a latency search reads (None for other metrics)."""
+    if (config.get("target") or {}).get("metric") != "latency":
+        return None
+    given = (config.get("latency") or {}).get("table")
+    if given:
+        return os.path.abspath(os.path.expanduser(str(given)))
+    from layernas.store.layout import Layout
+
+    return str(Layout(config.get("results", "results")).latency_table.resolve())
+
+
+def measures_latency(config: dict) -> bool:
+    """Whether the workflow measures the latency table itself (latency target, no table given)."""
+    return latency_table_path(config) is not None and not (config.get("latency") or {}).get("table")
+
+
+def latency_device(config: dict) -> str:
+    """The device string a table must carry: ``cpu`` means this machine's CPU."""
+    from layernas.core.latency import cpu_device
+
+    device = str((config.get("latency") or {}).get("device", "cpu"))
+    return cpu_device() if device == "cpu" else device
+
+
+def validate_latency(config: dict, space: Space) -> bool:
+    """Check a latency target's table; returns False while the workflow has yet to measure it
+    (then the target's reachability is checked by the first stage)."""
+    from layernas.core.latency import LatencyError, check_table, read_table
+
+    if space.backbone != "mobilenet":
+        raise ConfigError(f"config field 'target.metric': latency tables support the mobilenet backbone; "
+                          f"space {space.name} is {space.backbone!r}")
+    lat = config.get("latency") or {}
+    path = latency_table_path(config)
+    if measures_latency(config) and not os.path.exists(path):
+        return False
+    field = "latency.table" if lat.get("table") else "latency"
+    try:
+        check_table(read_table(path), latency_device(config), int(lat.get("threads", 1)), str(lat.get("runtime", "torch")))
+    except LatencyError as exc:
+        raise ConfigError(f"config field {field!r}: {exc}") from None
+    return True
 
 
 def trial_store(config: dict) -> Path | None:
@@ -179,10 +228,11 @@ def validate(config: dict) -> None:
         cfg = search_config(config)
     except ValueError as exc:
         raise ConfigError(f"config field 'search'/'target': {exc}") from None
-    try:
-        check_target_reachable(space, cfg, **cost_kwargs(config))
-    except ValueError as exc:
-        raise ConfigError(f"config field 'target': {exc}") from None
+    if cfg.metric != "latency" or validate_latency(config, space):
+        try:
+            check_target_reachable(space, cfg, **cost_kwargs(config))
+        except ValueError as exc:
+            raise ConfigError(f"config field 'target': {exc}") from None
     if config["evaluator"] == "tabular":
         if not config.get("oracle"):
             raise ConfigError("config field 'oracle': evaluator 'tabular' needs an oracle (table path or "

@@ -120,7 +120,9 @@ def on_start(ctx, log: str | None = None) -> None:
     _note_signals()
     atexit.register(_at_exit)
     emit(layout, f"run started: {_run['command']}", terminal=sys.stderr)
-    for warning in oc.preflight_warnings(ctx.geo):
+    # A latency search whose table a job has yet to measure has no bounds yet: no preflight.
+    warnings = [] if ctx.latency_input and not os.path.exists(ctx.latency_input) else oc.preflight_warnings(ctx.geo)
+    for warning in warnings:
         _say([f"{PREFIX} {line}" if i == 0 else line for i, line in enumerate(oc.wrap(warning, ""))], layout)
 
 

@@ -54,7 +54,7 @@ def _read(path: str | Path | None) -> pd.DataFrame | None:
 def stage_start_line(ctx, r: int, l: int, planned: pd.DataFrame, history_path: str | None) -> str:
     """``sweep 0 layer 3: 7 children, 4 to evaluate (2 cached, 1 dropped); trials 12 done / budget 30``."""
     done = trials_done(_read(history_path))
-    budget = ctx.geo.budget
+    budget = ctx.budget
     if planned.empty:
         why = "layer 0 is complete after sweep 0" if l == 0 and r > 0 else "no candidate left to expand"
         return f"sweep {r} layer {l}: no children ({why}); trials {done} done / budget {budget}"
@@ -89,7 +89,7 @@ def stage_end_line(ctx, r: int, l: int, children_path: str, history_path: str) -
                      f"{human_cost(best['cost'], ctx.search.metric)}")
     return (f"sweep {r} layer {l} done: {new} trial{'' if new == 1 else 's'} "
             f"({int(counts.get(Status.FAILED, 0))} failed); "
-            f"trials {trials_done(hist)} done / budget {ctx.geo.budget}; {best_text}")
+            f"trials {trials_done(hist)} done / budget {ctx.budget}; {best_text}")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,9 @@ import pandas as pd
 from layernas.core.search import (
     Geometry,
     SearchConfig,
+    check_target_reachable,
     finish_stage,
+    max_trials,
     plan_stage,
     results_from_history,
     stage_before,
@@ -29,7 +31,7 @@ from layernas.store.files import atomic_write_json, atomic_write_parquet
 from layernas.store.keys import final_key, train_hash, trial_key
 from layernas.store.layout import LOG, Layout
 from layernas.store.records import metrics_accuracy, read_finished_record, read_metrics
-from layernas.workflow.config import cost_kwargs, search_config, trial_store
+from layernas.workflow.config import cost_kwargs, measures_latency, search_config, trial_store
 
 # --------------------------------------------------------------------------- context
 
@@ -46,7 +48,8 @@ class Context:
         self.space = load_space(config["space"])
         self.search = search_config(config)
         self.cost_kwargs = cost_kwargs(config)
-        self.geo = Geometry.of(self.space, self.search, **self.cost_kwargs)
+        # The table a latency search's first stage waits for, as the latency_table rule names it.
+        self.latency_input = str(self.layout.latency_table) if measures_latency(config) else None
         self.seed = int(config.get("seed", 0))
         self.train_hash = train_hash(config)
 
@@ -56,7 +59,7 @@ class Context:
         the (cheap) search stages while every trial is found again by its content key."""
         sig = {
             "space": self.space.space_id, "train_hash": self.train_hash, "seed": self.seed,
-            "search": dataclasses.asdict(self.search), "cost": self.cost_kwargs, "budget": self.geo.budget,
+            "search": dataclasses.asdict(self.search), "cost": self.cost_kwargs, "budget": self.budget,
         }
         # The store does not change the search, but it is what search.json tells readers
         # (Layout.of_results): moving to another store re-runs the cheap stages, which rewrite
@@ -64,6 +67,18 @@ class Context:
         if self.store is not None:
             sig["trials"] = str(self.store)
         return sig
+
+    @cached_property
+    def geo(self) -> Geometry:
+        """Eq. 4 bounds and cost options; lazy, because a latency search's table is measured by
+        a job after the controller has parsed the workflow."""
+        return Geometry.of(self.space, self.search, **self.cost_kwargs)
+
+    @property
+    def budget(self) -> int:
+        """Geometry.budget's rule, without computing the bounds."""
+        s = self.search
+        return max_trials(self.space, s.buckets, s.replicas) if s.budget is None else int(s.budget)
 
     def key(self, arch: str) -> str:
         return trial_key(self.space.space_id, arch, self.train_hash, self.seed)
@@ -101,6 +116,8 @@ class Context:
             out["history"] = self.history_path(*prev)
         if l > 0:
             out["parents_table"] = self.buckets_path(r, l - 1)
+        if self.latency_input is not None:
+            out["latency_table"] = self.latency_input
         return out
 
     def aggregate_inputs(self, r: int, l: int) -> dict[str, str]:
@@ -140,10 +157,12 @@ def _maybe(path: str | None) -> pd.DataFrame | None:
 
 def write_children(ctx: Context, r: int, l: int, history: str | None, parents_table: str | None, out: str) -> pd.DataFrame:
     """Checkpoint step: children of (r, l) with their planned action."""
+    if ctx.latency_input is not None and (r, l) == (0, 0):  # the config check ran before the table existed
+        check_target_reachable(ctx.space, ctx.search, **ctx.cost_kwargs)
     hist = _maybe(history)
     evaluated = results_from_history(hist) if hist is not None else {}
     kids = stage_children(ctx.geo, r, l, _maybe(parents_table), ctx.key)
-    planned, stopped = plan_stage(kids, evaluated, len(evaluated), ctx.geo.budget)
+    planned, stopped = plan_stage(kids, evaluated, len(evaluated), ctx.budget)
     planned = planned.assign(stopped=stopped)
     atomic_write_parquet(out, planned)
     # Metadata for `layernas status` / audit (same content every stage, written atomically).
@@ -285,11 +304,11 @@ def write_summary(ctx: Context, stages, stopped: bool, history_in: str, tables: 
     best = best_in_target(hist, ctx.search)
     # Loud outcomes (layernas.workflow.outcome): "found", or "no-model-in-target" with why and what to change.
     outcome, message = explain(
-        hist, best, stopped, ctx.geo.budget, lo=ctx.search.target_min, hi=ctx.search.target_max,
+        hist, best, stopped, ctx.budget, lo=ctx.search.target_min, hi=ctx.search.target_max,
         metric=ctx.search.metric, settings=dataclasses.asdict(ctx.search), results=ctx.results, space=ctx.space,
     )
     summary = search_summary(
-        ctx.space, ctx.search, hist, best, stopped, ctx.geo.budget,
+        ctx.space, ctx.search, hist, best, stopped, ctx.budget,
         evaluator=ctx.config["evaluator"], stages=len(stages),
         top=top[["arch", "key", "final_key", "cost", "accuracy"]].to_dict("records"),
         outcome=outcome, message=message,
