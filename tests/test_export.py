@@ -288,7 +288,11 @@ def test_workflow_exports_each_final_model_and_the_report_lists_the_files(tmp_pa
     card = json.loads(Layout(res).export_card(key).read_text())
     assert card["status"] == "ok" and card["rank"] == 1 and card["checks"]["onnx"]["max_abs_diff"] < TOLERANCE
     assert files(Layout(res).export_dir(key)) == sorted([EXPORT_CARD, EXPORT_ONNX, EXPORT_TORCHSCRIPT])
+    assert card["latency"]["measured_ms"] > 0 and card["latency"]["threads"] == 1  # and no table: no prediction
+    assert "predicted_ms" not in card["latency"]
     table = pd.read_csv(res / "report" / "final_models.csv")
+    assert table["latency_measured_ms"].iloc[0] == card["latency"]["measured_ms"]
+    assert "latency_predicted_ms" not in table
     assert table["export"].iloc[0].split() == [str(Path("results/export") / key / n)
                                                for n in (EXPORT_TORCHSCRIPT, EXPORT_ONNX, EXPORT_CARD)]
     model, pre = layernas.load_model(res)

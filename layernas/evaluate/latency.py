@@ -207,3 +207,27 @@ def check_prediction(space: Space, ctx: Context, samples: int = 30, runtime: str
              "spread": float(s)} for a, p, m, e, s in zip(archs, pred, meas, ape, spread)]
     return {"samples": samples, "mape": float(ape.mean()), "max_ape": float(ape.max()),
             "median_spread": float(np.median(spread)), "threads": threads, "runtime": runtime, "rows": rows}
+
+
+def final_model_latency(final_dir, plan: dict, table: str | None = None) -> dict:
+    """Measured (and, with the run's table, predicted) latency of a finished final model, for
+    its export card and the report's final table. Weights do not change latency, so the model
+    is rebuilt from its preprocessing record."""
+    from layernas.core.cost import cost_of
+    from layernas.evaluate.loading import find_final, space_of
+
+    rec = find_final(final_dir).preprocessing
+    space = space_of(rec)
+    arch = parse_arch(rec["arch"], space)
+    ctx = Context.of(space, int(rec["input_size"]), int(rec["num_classes"]), int(rec["input_channels"]), table)
+    runtime, threads = str(plan.get("runtime", "torch")), int(plan.get("threads", 1))
+    times = measure_models(space, ctx, [arch], runtime, threads, int(plan.get("warmup", 5)),
+                           int(plan.get("repeats", 15)))[0]
+    out = {"measured_ms": float(np.median(times)),
+           "spread": float((np.percentile(times, 75) - np.percentile(times, 25)) / np.median(times)),
+           "device": lat.cpu_device(), "threads": threads, "runtime": runtime}
+    if table:
+        out["predicted_ms"] = float(cost_of(space, [arch], ctx.input_size, ctx.num_classes, ctx.input_channels,
+                                            table)["latency"][0])
+        out["table_device"] = lat.read_table(table).meta.get("device")
+    return out

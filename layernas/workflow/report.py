@@ -99,16 +99,29 @@ def final_table(final_paths, summary: dict, space=None) -> pd.DataFrame:
                      "val_accuracy": t.get("accuracy"), "test_accuracy": m.get("test_accuracy"),
                      "status": m.get("status"), "madds": m.get("madds"), "params": m.get("params"),
                      "epochs": m.get("epochs"), "wall_seconds": m.get("wall_seconds"),
+                     **latency_columns(Layout(Path(path).parents[2]).export_card(key)),
                      "export": export_files(Layout(Path(path).parents[2]).export_card(key)), "error": m.get("error")})
     if rows:
         df = pd.DataFrame(rows)
-        return df if df["error"].notna().any() else df.drop(columns="error")
+        # error only when a retraining failed; latency columns only where something was measured
+        empty = [c for c in ("error", "latency_predicted_ms", "latency_measured_ms") if df[c].isna().all()]
+        return df.drop(columns=empty)
     cols = ["key", "final_key", "arch", "options", "cost", "val_accuracy", "note"]
     rows = [{"key": r.get("key"), "final_key": r.get("final_key"), "arch": r["arch"],
              "options": options_of(space, str(r["arch"])), "cost": r.get("cost"), "val_accuracy": r.get("accuracy"),
              "note": "final retraining not run (evaluator tabular or final.activate false)"}
             for r in summary.get("top") or []]
     return pd.DataFrame(rows, columns=cols)
+
+
+def latency_columns(card_path: Path) -> dict:
+    """Predicted (a latency search's table) and measured latency of a final model, batch 1, as
+    its export card records them (docs/latency.md); empty where it was not exported."""
+    try:
+        lat = json.loads(Path(card_path).read_text()).get("latency") or {}
+    except (OSError, ValueError):
+        lat = {}
+    return {"latency_predicted_ms": lat.get("predicted_ms"), "latency_measured_ms": lat.get("measured_ms")}
 
 
 def export_files(card_path: Path) -> str:

@@ -9,6 +9,7 @@ from layernas.workflow.config import (
     exports_final,
     transfer_plan,
 )
+    latency_table_path,
 from layernas.workflow.stages import (
     Context,
     arch_for_key,

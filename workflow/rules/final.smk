@@ -42,6 +42,9 @@ rule export:
     conda:
         "../../envs/layernas.yaml"
     threads: 1
+    params:
+        latency=config["latency"],
+        table=latency_table_path(config),
     script:
         "../scripts/export.py"
 
