@@ -7,9 +7,9 @@ from layernas.workflow.config import (
     ConfigError,
     check_config,
     exports_final,
+    latency_table_path,
     transfer_plan,
 )
-    latency_table_path,
 from layernas.workflow.stages import (
     Context,
     arch_for_key,
