@@ -1,5 +1,5 @@
 """The ``layernas`` command line: ``main`` (layernas.cli.main) builds the parser from one
-module per command (space, cost, search, trial, bench, status, transfer, audit); all of them
+module per command (space, cost, search, trial, bench, status, transfer, export, latency, audit); all of them
 print through layernas.cli.output."""
 
 from __future__ import annotations
