@@ -36,14 +36,15 @@ def one_space(name: str, args, tmp: Path) -> dict:
     tables, seconds = [], []
     for i in range(2):
         t0 = time.perf_counter()
-        df = measure_table(space, Context.of(space), args.runtime, args.threads, args.warmup, args.table_repeats)
+        df = measure_table(space, Context.of(space), args.runtime, args.threads, args.warmup, args.table_repeats,
+                           stat=args.statistic)
         seconds.append(time.perf_counter() - t0)
         path = tmp / f"{name}-{i}.parquet"
         write_table(df, path)
         tables.append(str(path))
         print(f"{name}: table {i + 1}: {len(df) - 1} segments in {seconds[-1]:.0f} s", flush=True)
     check = check_prediction(space, Context.of(space, latency_table=tables[0]), args.samples, args.runtime,
-                             args.threads, args.warmup, args.repeats, seed=args.seed)
+                             args.threads, args.warmup, args.repeats, seed=args.seed, stat=args.statistic)
     archs = [tuple(int(x) for x in r["arch"].split("-")) for r in check["rows"]]
     buckets = []
     for t in tables:
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--table-repeats", type=int, default=9)
     ap.add_argument("--buckets", type=int, default=20)
+    ap.add_argument("--statistic", default="min", choices=["min", "median"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/latency_prediction.json")
     args = ap.parse_args()

@@ -29,7 +29,7 @@ def cmd_table(args) -> int:
     t0 = time.time()
     say = None if args.json else (lambda msg: print(msg, flush=True))
     df = measure_table(space, ctx, args.runtime, args.threads, args.warmup, args.repeats, device=args.device,
-                       progress=say)
+                       progress=say, stat=args.statistic)
     write_table(df, out)
     summary = {"table": str(out), "segments": len(df) - 1, "seconds": round(time.time() - t0, 1),
                "device": df["device"].iloc[0], "threads": args.threads, "runtime": args.runtime,
@@ -81,7 +81,7 @@ def cmd_check(args) -> int:
         raise ValueError(f"latency table {tab.path} was measured on {tab.meta['device']!r}; this machine is "
                          f"{cpu_device()!r}: check it on the machine it describes")
     out = check_prediction(space, ctx, args.samples, str(tab.meta["runtime"]), int(tab.meta["threads"]),
-                           repeats=args.repeats, seed=args.seed)
+                           repeats=args.repeats, seed=args.seed, stat=str(tab.meta.get("statistic", "min")))
     out["table"] = tab.path
     if args.json:
         print_json(out)
@@ -113,6 +113,8 @@ def add_parser(sub) -> None:
     t.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N (runtime torch)")
     t.add_argument("--warmup", type=int, default=5)
     t.add_argument("--repeats", type=int, default=15)
+    t.add_argument("--statistic", choices=["min", "median"], default="min", help="of the repeats (default min: "
+                   "steadier under other load)")
     t.set_defaults(func=cmd_table)
     c = lsub.add_parser("check", help="predicted vs measured latency of random archs, end to end")
     c.add_argument("results", nargs="?", help="a results directory of a latency search (or --space and --table)")

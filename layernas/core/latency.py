@@ -84,15 +84,19 @@ def read_table(path: str | Path) -> LatencyTable:
         bad = df[~np.isfinite(ms) | ((ms < 0) & (df["segment"] != FIXED))]  # only the fixed term may be < 0
         if len(bad):
             raise LatencyError(f"latency table {p}: segment {bad['segment'].iloc[0]!r} has latency {bad['ms'].iloc[0]!r}")
-        meta = {c: df[c].iloc[0].item() if hasattr(df[c].iloc[0], "item") else df[c].iloc[0] for c in META_COLUMNS}
+        meta = {c: df[c].iloc[0].item() if hasattr(df[c].iloc[0], "item") else df[c].iloc[0]
+                for c in (*META_COLUMNS, "statistic") if c in df}
         _TABLES[key] = LatencyTable(str(p), dict(zip(df["segment"].astype(str), df["ms"].astype(float))), meta)
     return _TABLES[key]
 
 
-def check_table(table: LatencyTable, device: str, threads: int, runtime: str) -> None:
+def check_table(table: LatencyTable, device: str, threads: int, runtime: str, statistic: str | None = None) -> None:
     """Refuse a table measured elsewhere: its numbers describe other hardware or settings."""
     want = {"device": device, "threads": int(threads), "runtime": runtime}
     have = {k: table.meta.get(k) for k in want}
+    if statistic is not None and table.meta.get("statistic", "min") != statistic:
+        raise LatencyError(f"latency table {table.path} holds the {table.meta.get('statistic', 'min')} of its "
+                           f"repeats; this run asks for the {statistic}: measure a table for it")
     if str(have["device"]) != str(device) or int(have["threads"]) != int(threads) or have["runtime"] != runtime:
         raise LatencyError(
             f"latency table {table.path} was measured on {table.describe()}; this run asks for "

@@ -175,7 +175,8 @@ def validate_latency(config: dict, space: Space) -> bool:
         return False
     field = "latency.table" if lat.get("table") else "latency"
     try:
-        check_table(read_table(path), latency_device(config), int(lat.get("threads", 1)), str(lat.get("runtime", "torch")))
+        check_table(read_table(path), latency_device(config), int(lat.get("threads", 1)), str(lat.get("runtime", "torch")),
+                    str(lat.get("statistic", "min")))
     except LatencyError as exc:
         raise ConfigError(f"config field {field!r}: {exc}") from None
     return True

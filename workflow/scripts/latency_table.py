@@ -12,7 +12,8 @@ with stage_job(sm.log[0], "latency table") as log:
     kw = {k: v for k, v in ctx.cost_kwargs.items() if k != "latency_table"}
     cctx = CostContext.of(ctx.space, **kw)
     df = measure_table(ctx.space, cctx, plan["runtime"], int(plan["threads"]), int(plan["warmup"]),
-                       int(plan["repeats"]), device=device, progress=lambda m: print(m, file=log, flush=True))
+                       int(plan["repeats"]), device=device, progress=lambda m: print(m, file=log, flush=True),
+                       stat=plan["statistic"])
     write_table(df, sm.output[0])
     print(f"{len(df) - 1} segments on {df['device'].iloc[0]}, fixed "
           f"{df.loc[df['segment'] == 'fixed', 'ms'].iloc[0]:.3f} ms", file=log)
