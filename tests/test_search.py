@@ -100,9 +100,19 @@ def test_random_additive_spaces_properties(seed, any_default):
         assert best is not None and lo <= best["cost"] <= hi
         assert best["accuracy"] == pytest.approx(truth[0])
 
+    # The order of expansion does not change what a whole search keeps: exact with any order.
+    cfg = SearchConfig(target_min=lo, target_max=hi, buckets=1000, replicas=1, per_sweep=2, select="dearest",
+                       child_order="interleave")
+    other = run_search(space, oracle, cfg).best()
+    assert (other is None) == (truth is None)
+    if truth is not None:
+        assert other["accuracy"] == pytest.approx(truth[0])
+
     # Small H, K: never infeasible, never more trials than H*K*sum|S_i|, no arch twice.
-    for H, K, R in [(2, 1, 1), (3, 2, 2), (5, 1, 3)]:
-        cfg = SearchConfig(target_min=lo, target_max=hi, buckets=H, replicas=K, per_sweep=R, budget=10**9)
+    orders = [("best", "parent")] * 3 + [("dearest", "interleave"), ("random", "interleave"), ("dearest", "parent")]
+    for (H, K, R), (select, child_order) in zip([(2, 1, 1), (3, 2, 2), (5, 1, 3)] * 2, orders):
+        cfg = SearchConfig(target_min=lo, target_max=hi, buckets=H, replicas=K, per_sweep=R, budget=10**9,
+                           select=select, seed=seed, child_order=child_order)
         engine = run_search(space, oracle, cfg)
         h = engine.history_frame()
         evaluated = h[h.status == "ok"]
@@ -150,7 +160,10 @@ def test_unreachable_target_fails_before_any_evaluation():
     assert not calls
 
 
-@pytest.mark.parametrize("field,value", [("buckets", 0), ("replicas", -1), ("per_sweep", 0), ("budget", 0)])
+@pytest.mark.parametrize("field,value", [
+    ("buckets", 0), ("replicas", -1), ("per_sweep", 0), ("budget", 0), ("select", "worst"), ("seed", -1),
+    ("child_order", "random"), ("child_order", None),
+])
 def test_bad_search_config_names_the_field(field, value):
     kwargs = dict(target_min=1, target_max=2)
     kwargs[field] = value
@@ -190,6 +203,85 @@ def test_ask_tell_matches_run_search():
     while batch := b.ask():
         b.tell([(x, appendix_i(x)) for x in reversed(batch)])  # order of results is free
     assert b.done
+    pd.testing.assert_frame_equal(a.history_frame(), b.history_frame())
+    for k in a.tables:
+        pd.testing.assert_frame_equal(a.tables[k], b.tables[k])
+
+
+def _table(rows):
+    """A bucket table from (arch, bucket, cost, accuracy, expanded) rows."""
+    df = pd.DataFrame(rows, columns=["arch", "bucket", "cost", "accuracy", "expanded"])
+    return update_table(None, df.assign(key=df["arch"]), layer=0, replicas=3).pipe(
+        mark_expanded, list(df.loc[df["expanded"], "arch"]))
+
+
+def test_select_dearest_takes_the_dearest_bucket_first_best_within():
+    t = _table([
+        ("a", 0, 1.0, 0.9, False), ("b", 2, 5.0, 0.5, False), ("c", 2, 5.5, 0.6, False),
+        ("d", 1, 3.0, 0.8, False), ("e", 3, 7.0, 0.7, True),  # e is expanded: never again
+    ])
+    assert select_parents(t, 3, "best") == ["a", "d", "c"]
+    assert select_parents(t, 3, "dearest") == ["c", "b", "d"]
+    assert select_parents(t, 9, "dearest") == ["c", "b", "d", "a"]
+    drawn = select_parents(t, 2, "random", np.random.default_rng(0))
+    assert drawn == select_parents(t, 2, "random", np.random.default_rng(0)) and set(drawn) <= set("abcd")
+    with pytest.raises(ValueError, match="select"):
+        select_parents(t, 3, "cheapest")
+    with pytest.raises(ValueError, match="generator"):
+        select_parents(t, 3, "random")
+
+
+def test_select_dearest_changes_the_trajectory_not_the_rules():
+    space = load_space("appendix-i")
+
+    def cheaper_is_better(batch):  # the opposite of the bet select: dearest makes
+        return [1 - float(c) / 20 for c in cost_of(space, batch)["madds"]]
+
+    runs = {}
+    for select in ("best", "dearest"):
+        cfg = SearchConfig(target_min=0, target_max=12, buckets=4, replicas=1, per_sweep=1, select=select)
+        runs[select] = run_search(space, cheaper_is_better, cfg)
+    # layer 1 of sweep 0 expands M_0's most accurate (cheapest) candidate, or its dearest one
+    h = {k: e.history_frame() for k, e in runs.items()}
+    first = {k: v[(v.sweep == 0) & (v.layer == 1)].parent.iloc[0] for k, v in h.items()}
+    m0 = runs["best"].tables[(0, 0)]
+    assert first["best"] == m0.sort_values("cost").arch.iloc[0] == "3-0-0"
+    assert first["dearest"] == m0.sort_values("cost").arch.iloc[-1] == "0-0-0"
+    # both are whole LayerNAS searches: every table entry expanded, the same optimum found
+    assert runs["best"].best()["arch"] == runs["dearest"].best()["arch"]
+    assert runs["best"].done and runs["dearest"].done
+
+
+def test_child_order_interleave_cycles_the_parents_and_keeps_the_children():
+    from layernas.core.search import Geometry, plan_stage, stage_children
+
+    space = load_space("appendix-i")
+    t = _table([("0-0-0", 3, 12.0, 0.5, False), ("1-0-0", 2, 11.0, 0.45, False)])
+    kids = {}
+    for order in ("parent", "interleave"):
+        cfg = SearchConfig(target_min=0, target_max=12, buckets=4, replicas=1, per_sweep=2, child_order=order)
+        kids[order] = stage_children(Geometry.of(space, cfg), 0, 1, t, lambda a: a)
+    assert list(kids["parent"].arch) == ["0-0-0", "0-1-0", "0-2-0", "0-3-0", "1-0-0", "1-1-0", "1-2-0", "1-3-0"]
+    assert list(kids["interleave"].arch) == ["0-0-0", "1-0-0", "0-1-0", "1-1-0", "0-2-0", "1-2-0", "0-3-0", "1-3-0"]
+    pd.testing.assert_frame_equal(  # same children, same columns, only the order differs
+        kids["parent"].sort_values("arch").reset_index(drop=True),
+        kids["interleave"].sort_values("arch").reset_index(drop=True))
+    # a budget that ends mid-stage covers both parents' first options when interleaved
+    planned, stopped = plan_stage(kids["interleave"], {"0-0-0": 0.5, "1-0-0": 0.45}, 2, 6)
+    assert stopped and list(planned.loc[planned.action == "evaluate", "arch"]) == ["0-1-0", "1-1-0", "0-2-0", "1-2-0"]
+    planned, _ = plan_stage(kids["parent"], {"0-0-0": 0.5, "1-0-0": 0.45}, 2, 6)
+    assert list(planned.loc[planned.action == "evaluate", "arch"]) == ["0-1-0", "0-2-0", "0-3-0", "1-1-0"]
+
+
+@pytest.mark.parametrize("select,child_order", [("dearest", "interleave"), ("random", "interleave")])
+def test_new_options_are_deterministic_and_ask_tell_matches_run_search(select, child_order):
+    space = load_space("appendix-i")
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2, select=select, seed=5,
+                       child_order=child_order, budget=15)
+    a = run_search(space, lambda b: [appendix_i(x) for x in b], cfg)
+    b = LayerNAS(space, cfg)
+    while batch := b.ask():
+        b.tell([(x, appendix_i(x)) for x in reversed(batch)])
     pd.testing.assert_frame_equal(a.history_frame(), b.history_frame())
     for k in a.tables:
         pd.testing.assert_frame_equal(a.tables[k], b.tables[k])

@@ -159,3 +159,9 @@ def test_registry_errors_name_the_choices(space):
         make_strategy("evolution", space, t, populaton=10)
     assert make_strategy("RE", space, t).name == "evolution"
     assert strategy_options("layernas")["buckets"] == 100
+    assert strategy_options("layernas")["select"] == "best" and strategy_options("layernas")["child_order"] == "parent"
+    for field, value in (("select", "worst"), ("child_order", "zigzag")):
+        with pytest.raises(ValueError, match=field):
+            make_strategy("layernas", space, t, **{field: value})
+    ln = make_strategy("layernas", space, t, seed=7, select="random", child_order="interleave")
+    assert ln.config.seed == 7 and ln.config.select == "random" and ln.config.child_order == "interleave"

@@ -5,7 +5,8 @@ is charged the same way. Rules, per run (one strategy, one seed, one benchmark, 
 
 - A query of a new arch is one *trial*: it samples one of the arch's seed accuracies with the
   run's noise RNG (the table's seed-to-seed spread is the noise a real search sees) and, with
-  ``budget_seconds``, charges the table's train time of the arch.
+  ``budget_seconds``, charges the table's train time of the arch times ``time_scale`` (e.g.
+  12/200: NB201's train_time is the 200-epoch time, NATS-Bench's hp=12 search pays 12 epochs).
 - A query of an arch evaluated before in the same run is a free *cached* lookup answering the
   value observed the first time; an arch missing from a table is answered as failed (None),
   also free, and counted as *missing*. A strategy stuck on free lookups (``STALL`` in a row)
@@ -57,6 +58,7 @@ class RunSpec:
     metric: str = "madds"
     noise: bool = True
     options: tuple = ()  # sorted (key, value) pairs for the strategy
+    time_scale: float = 1.0  # seconds charged per new arch = table train_time * time_scale
 
 
 def run_one(table: BenchTable, spec: RunSpec) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -105,7 +107,7 @@ def run_one(table: BenchTable, spec: RunSpec) -> tuple[dict, np.ndarray, np.ndar
                 v = observed[r]
                 results.append((arch, None if math.isnan(v) else v))
                 continue
-            tt = float(table.train_time[r]) if table.train_time is not None else 0.0
+            tt = float(table.train_time[r]) * spec.time_scale if table.train_time is not None else 0.0
             if trials >= max_trials or seconds + tt > max_sec:
                 truncated = True
                 break
@@ -197,20 +199,25 @@ def run_bench(
     workers: int | None = None,
     grid_points: int = 200,
     progress: Callable[[str], None] | None = None,
+    time_scale: float = 1.0,
 ) -> BenchResult:
-    """Every (benchmark, target fraction, strategy, seed), over ``workers`` forked processes."""
+    """Every (benchmark, target fraction, strategy, seed), over ``workers`` forked processes.
+    ``time_scale`` multiplies the table's train_time wherever seconds are charged."""
     if (budget is None) == (budget_seconds is None):
         raise ValueError("give exactly one of budget (trials) or budget_seconds")
     if budget is not None and budget <= 0:
         raise ValueError(f"budget must be a positive number of trials, got {budget}")
     if budget_seconds is not None and budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
+    if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
     names = [resolve_name(s) for s in strategies]
     options = {resolve_name(k): v for k, v in (options or {}).items()}
     for name in names:  # fail on bad options before forking anything
         make_strategy(name, next(iter(tables.values())).space, Target(0, 1.0), 0, **options.get(name, {}))
     specs = [
-        RunSpec(b, float(f), s, int(seed), budget, budget_seconds, metric, noise, tuple(sorted(options.get(s, {}).items())))
+        RunSpec(b, float(f), s, int(seed), budget, budget_seconds, metric, noise,
+                tuple(sorted(options.get(s, {}).items())), float(time_scale))
         for b in tables for f in fractions for s in names for seed in seeds
     ]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(specs)))

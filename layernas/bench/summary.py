@@ -62,7 +62,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         acc = "–" if math.isnan(r["val_mean"]) else f"{r['val_mean']:.2f} ± {r['val_std']:.2f}"
         if r["with_incumbent"] < 1:
             acc += f" ({r['with_incumbent']:.0%} of runs found an in-target arch)"
-        cells = [r["benchmark"], f"{r['target_fraction']:.0%}", r["strategy"], acc]
+        target = "none (100%)" if r["target_fraction"] >= 1 else f"{r['target_fraction']:.0%}"
+        cells = [r["benchmark"], target, r["strategy"], acc]
         if has_test:
             cells.append(f"{r['test_mean']:.2f} ± {r['test_std']:.2f}")
         ev = f"{r['evaluated_optimum']:.0%}"

@@ -1,9 +1,10 @@
 """``layernas bench``: compare search strategies on tabular benchmarks (see layernas/bench/).
 
-Example (the command behind docs/benchmarks.md):
+Examples (the commands behind docs/benchmarks.md):
 
-    layernas bench --benchmark nb201-cifar10,nb201-cifar100,nb201-imagenet16-120 \\
-        --strategies layernas,random,evolution,ppo --seeds 100 --budget 300 --out results/bench
+    layernas bench --benchmark nb201 --strategies layernas,random,evolution,ppo --seeds 100 \\
+        --budget 300 --targets 0.5,0.25 --out results/bench
+    layernas bench --protocol table3 --out results/table3   # the paper's Table 3 protocol
 
 Writes to ``--out``: runs.parquet (one row per run), curves.parquet (incumbent per seed per
 trial or per simulated second), curve_summary.parquet (mean/std/quartiles over seeds),
@@ -19,10 +20,20 @@ from layernas.cli.output import dumps, print_json
 from layernas.cli.output import progress as print_progress
 from layernas.core.strategies import resolve_name
 
-# NB201-tuned LayerNAS settings (docs/benchmarks.md, "Why these defaults"): the whole search
-# (until no candidate is left) takes 387-677 trials, 2.5-4.3% of the 15,625 cells.
-DEFAULT_H, DEFAULT_K, DEFAULT_R = 10, 1, 3
+# LayerNAS settings of the bench, chosen on NB201 CIFAR-10/100 and confirmed on ImageNet16-120
+# (docs/benchmarks.md, "Choosing LayerNAS's NB201 settings"): the no-op default space, parents
+# from the dearest bucket first, children interleaved across parents, H = 10, K = 3, R = 3.
+NB201_SPACE = "nb201-topology-noop"  # the space of the NB201 tables unless --space says otherwise
+DEFAULT_H, DEFAULT_K, DEFAULT_R = 10, 3, 3
+DEFAULT_SELECT, DEFAULT_CHILD_ORDER = "dearest", "interleave"
 DEFAULT_BUDGET = 300
+DEFAULT_TARGETS = "0.5,0.25"
+# Presets; an explicit flag wins. table3: the paper's topology search (Table 3): no cost
+# constraint, 1e5 simulated training seconds, each trial charged 12/200 of NB201's 200-epoch
+# train_time (NATS-Bench's 12-epoch search setting; docs/benchmarks.md, "Table 3 protocol").
+PROTOCOLS = {
+    "table3": {"benchmark": "nb201", "targets": "1.0", "budget_seconds": 1e5, "time_scale": 12 / 200},
+}
 
 
 def _csv(text: str) -> list[str]:
@@ -51,17 +62,20 @@ def _fractions(text: str) -> list[float]:
     return fr
 
 
-def _command(args, benchmarks: list[str], strategies: list[str], budget: int) -> str:
+def _command(args, benchmarks: list[str], strategies: list[str], budget: int, space: str | None) -> str:
     """The canonical command line that reproduces a run (defaults spelled out)."""
-    parts = ["layernas", "bench", "--benchmark", ",".join(args.benchmark.split(",")) if args.space else ",".join(benchmarks)]
-    if args.space:
-        parts += ["--space", args.space]
+    parts = ["layernas", "bench", "--benchmark", ",".join(benchmarks) if not args.space else args.benchmark]
+    if space:
+        parts += ["--space", space]
     parts += ["--strategies", ",".join(strategies), "--seeds", str(args.seeds)]
     if args.seed_start:
         parts += ["--seed-start", str(args.seed_start)]
     parts += ["--budget-seconds", f"{args.budget_seconds:g}"] if args.budget_seconds else ["--budget", str(budget)]
+    if args.time_scale != 1:
+        parts += ["--time-scale", f"{args.time_scale:g}"]
     parts += ["--targets", args.targets, "--metric", args.metric]
     parts += ["-H", str(args.buckets), "-K", str(args.replicas), "-R", str(args.per_sweep)]
+    parts += ["--select", args.select, "--child-order", args.child_order]
     if args.no_noise:
         parts.append("--no-noise")
     if args.out:
@@ -69,14 +83,39 @@ def _command(args, benchmarks: list[str], strategies: list[str], budget: int) ->
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _apply_protocol(args) -> None:
+    """Fill what the user left unset from ``--protocol`` and ``--unconstrained``, then the
+    plain defaults; explicit flags always win."""
+    if args.unconstrained:
+        if args.targets is not None and _fractions(args.targets) != [1.0]:
+            raise ValueError("give --targets or --unconstrained, not both")
+        args.targets = "1.0"
+    preset = PROTOCOLS.get(args.protocol, {}) if args.protocol else {}
+    if args.protocol and not preset:
+        raise ValueError(f"unknown --protocol {args.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if args.benchmark is None:
+        args.benchmark = preset.get("benchmark")
+        if args.benchmark is None:
+            raise ValueError("--benchmark is required (or --protocol table3)")
+    if args.targets is None:
+        args.targets = preset.get("targets", DEFAULT_TARGETS)
+    if args.budget is None and args.budget_seconds is None:
+        args.budget_seconds = preset.get("budget_seconds")
+    if args.time_scale is None:
+        args.time_scale = preset.get("time_scale", 1.0)
+    if not args.time_scale > 0:
+        raise ValueError(f"--time-scale must be positive, got {args.time_scale:g}")
+
+
 def cmd_bench(args) -> int:
     # pandas: imported here, so the parser stays fast
     from layernas.bench.harness import run_bench
     from layernas.bench.summary import curve_summary, markdown_table, plot_curves, summarize
-    from layernas.bench.tables import load_table
+    from layernas.bench.tables import benchmark_names, load_table
 
     if args.budget is not None and args.budget_seconds is not None:
         raise ValueError("give --budget (trials) or --budget-seconds, not both")
+    _apply_protocol(args)
     budget = args.budget if args.budget is not None or args.budget_seconds is not None else DEFAULT_BUDGET
     if args.seeds <= 0:
         raise ValueError(f"--seeds must be a positive count, got {args.seeds}")
@@ -84,14 +123,20 @@ def cmd_bench(args) -> int:
     if not strategies:
         raise ValueError("--strategies needs at least one name")
     fractions = _fractions(args.targets)
+    names = _benchmarks(args.benchmark)
+    nb201 = set(names) & set(benchmark_names())
+    space = args.space or (NB201_SPACE if nb201 else None)
     tables = {}
-    for name in _benchmarks(args.benchmark):
-        t = load_table(name, args.space, args.metric)
+    for name in names:
+        t = load_table(name, space if name in nb201 else args.space, args.metric)
         tables[t.name] = t
     spaces = {t.space.space_id for t in tables.values()}
     if len(spaces) > 1:
         raise ValueError("all benchmarks of one bench run must share a search space")
-    options = {"layernas": {"buckets": args.buckets, "replicas": args.replicas, "per_sweep": args.per_sweep}}
+    options = {"layernas": {
+        "buckets": args.buckets, "replicas": args.replicas, "per_sweep": args.per_sweep,
+        "select": args.select, "child_order": args.child_order,
+    }}
 
     def progress(msg: str) -> None:
         if not args.quiet:
@@ -101,20 +146,23 @@ def cmd_bench(args) -> int:
     res = run_bench(
         tables, strategies, seeds, fractions, budget=None if args.budget_seconds else budget,
         budget_seconds=args.budget_seconds, metric=args.metric, noise=not args.no_noise, options=options,
-        workers=args.workers, progress=progress,
+        workers=args.workers, progress=progress, time_scale=args.time_scale,
     )
     summary = summarize(res.runs)
     cs = curve_summary(res.curves)
-    command = _command(args, list(tables), strategies, budget)
+    command = _command(args, list(tables), strategies, budget, space)
     out = {
         "command": command,
+        "protocol": args.protocol,
         "benchmarks": list(tables),
+        "space": next(iter(tables.values())).space.name,
         "strategies": strategies,
         "seeds": [seeds.start, seeds.stop - 1],
         "targets": fractions,
         "metric": args.metric,
         "budget": None if args.budget_seconds else budget,
         "budget_seconds": args.budget_seconds,
+        "time_scale": args.time_scale,
         "noise": not args.no_noise,
         "layernas": options["layernas"],
         "x_unit": res.x_unit,
@@ -148,21 +196,34 @@ def add_parser(subparsers) -> None:
         "bench", help="compare LayerNAS, random search, evolution and PPO on tabular benchmarks",
         description=__doc__.split("\n")[0],
     )
-    bp.add_argument("--benchmark", required=True,
+    bp.add_argument("--benchmark",
                     help="nb201-cifar10, nb201-cifar100, nb201-imagenet16-120 (comma list; 'nb201' = all three), "
                          "or a .csv/.parquet table with columns arch, accuracy (needs --space)")
-    bp.add_argument("--space", help="search space of a user table (built-in name or .yaml path)")
+    bp.add_argument("--space", help="search space: needed for a user table (built-in name or .yaml path); "
+                                    f"for the NB201 tables any NB201 topology space (default {NB201_SPACE})")
+    bp.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                    help="preset: table3 = the paper's Table 3 (nb201, --unconstrained, --budget-seconds 1e5, "
+                         "--time-scale 0.06); explicit flags win")
     bp.add_argument("--strategies", default="layernas,random,evolution,ppo")
     bp.add_argument("--seeds", type=int, default=100, help="number of seeds per strategy (default 100)")
     bp.add_argument("--seed-start", type=int, default=0)
     bp.add_argument("--budget", type=int, help=f"trials per run (default {DEFAULT_BUDGET})")
     bp.add_argument("--budget-seconds", type=float,
-                    help="simulated training seconds per run (sum of the table's train_time of new archs)")
-    bp.add_argument("--targets", default="0.5,0.25", help="cost targets as fractions of the largest model's cost")
+                    help="simulated training seconds per run (sum of the table's train_time of new archs, "
+                         "times --time-scale)")
+    bp.add_argument("--time-scale", type=float,
+                    help="multiplier of the table's train_time (default 1; 0.06 = 12 of NB201's 200 epochs)")
+    bp.add_argument("--targets", help=f"cost targets as fractions of the largest model's cost (default {DEFAULT_TARGETS}); "
+                                      "1.0 = the whole cost range, i.e. unconstrained")
+    bp.add_argument("--unconstrained", action="store_true", help="no cost constraint: the same as --targets 1.0")
     bp.add_argument("--metric", choices=["madds", "params"], default="madds")
     bp.add_argument("--buckets", "-H", type=int, default=DEFAULT_H, help=f"LayerNAS H (default {DEFAULT_H})")
     bp.add_argument("--replicas", "-K", type=int, default=DEFAULT_K, help=f"LayerNAS K (default {DEFAULT_K})")
     bp.add_argument("--per-sweep", "-R", type=int, default=DEFAULT_R, help=f"LayerNAS R (default {DEFAULT_R})")
+    bp.add_argument("--select", choices=["best", "dearest", "random"], default=DEFAULT_SELECT,
+                    help=f"LayerNAS parent order (default {DEFAULT_SELECT})")
+    bp.add_argument("--child-order", choices=["parent", "interleave"], default=DEFAULT_CHILD_ORDER,
+                    help=f"LayerNAS order of a stage's children (default {DEFAULT_CHILD_ORDER})")
     bp.add_argument("--no-noise", action="store_true", help="answer every query with the mean over seeds")
     bp.add_argument("--workers", type=int, help="processes (default: all CPU cores)")
     bp.add_argument("--out", help="directory for Parquet tables, summary.json/.md and curves.png")

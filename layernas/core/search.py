@@ -23,9 +23,17 @@ spent. Decisions (the paper leaves them open; see docs/algorithm.md):
   (`bounds.completion_costs`), whatever the defaults. Dropped children are kept in the
   history with the reason.
 - Selection (``select``): each sweep expands up to R not-yet-expanded candidates of each
-  layer, ``best`` accuracy first (ties: lower cost, then arch string), or drawn at ``random``
-  as the paper's Appendix I does, from a generator seeded by (seed, sweep, layer), so both
-  drivers draw the same parents and every run is reproducible.
+  layer, ``best`` accuracy first (ties: lower cost, then arch string), from the ``dearest``
+  bucket down (best first within a bucket: under a budget the candidates that use most of
+  the cost go first), or drawn at ``random`` as the paper's Appendix I does, from a generator
+  seeded by (seed, sweep, layer), so both drivers draw the same parents and every run is
+  reproducible. The order matters most when a budget stops the search early: a search run to
+  the end expands every candidate its tables still keep, whatever the order (only which
+  candidates were expanded before being pushed out of their bucket can differ).
+- Child order (``child_order``): a stage's children are listed ``parent`` by parent (each
+  parent's options in space order) or ``interleave``d across parents (option 0 of every
+  parent, then option 1, ...); the budget cuts the stage in that order, so interleaving
+  spreads a budget that ends mid-stage over all the stage's parents.
 - Dedup: an arch is evaluated at most once; e.g. the default-option child of a candidate is
   the candidate itself and reuses its result (status ``cached``).
 - Budget: at most ``budget`` new evaluations; by default the paper's bound H*K*sum|S_i|.
@@ -62,7 +70,8 @@ HISTORY_COLUMNS = [
 ]
 
 
-SELECT_MODES = ("best", "random")
+SELECT_MODES = ("best", "dearest", "random")
+CHILD_ORDERS = ("parent", "interleave")
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,9 @@ class SearchConfig:
     per_sweep: int = 3  # R
     budget: int | None = None  # None: the paper's bound H*K*sum|S_i|
     metric: str = "madds"
-    select: str = "best"  # which unexpanded candidates become parents: best | random
+    select: str = "best"  # which unexpanded candidates become parents: best | dearest | random
     seed: int = 0  # draws of select: random
+    child_order: str = "parent"  # order of a stage's children (the budget cuts it): parent | interleave
 
     def __post_init__(self) -> None:
         for name in ("buckets", "replicas", "per_sweep"):
@@ -94,6 +104,8 @@ class SearchConfig:
             raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.child_order not in CHILD_ORDERS:
+            raise ValueError(f"child_order must be one of {', '.join(CHILD_ORDERS)}, got {self.child_order!r}")
 
     @property
     def target(self) -> Target:
@@ -227,8 +239,12 @@ def stage_children(
         return kids if sweep == 0 else kids.iloc[0:0]
     cfg = geo.config
     rng = np.random.default_rng([cfg.seed, sweep, layer]) if cfg.select == "random" else None
-    parents = select_parents(prev_layer_table, cfg.per_sweep, rng)
-    return make_children(geo, sweep, layer, parents, key_fn)
+    parents = select_parents(prev_layer_table, cfg.per_sweep, cfg.select, rng)
+    kids = make_children(geo, sweep, layer, parents, key_fn)
+    if cfg.child_order == "interleave" and len(parents) > 1:
+        n = geo.space.sizes[layer]  # children are parent-major: row i is option i % n of parent i // n
+        kids = kids.iloc[np.lexsort((np.arange(len(kids)) // n, np.arange(len(kids)) % n))].reset_index(drop=True)
+    return kids
 
 
 def plan_stage(

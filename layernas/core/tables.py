@@ -3,9 +3,9 @@
 Its own module because a table has invariants of its own that neither the stage recurrence
 (`layernas.core.search`) nor its drivers should know the inside of: at most K rows per bucket,
 ranked by accuracy (ties: lower cost, then arch), a candidate inserted once and keeping its
-``expanded`` flag, and parents chosen as the best not-yet-expanded rows. Everything here is a
-pure function of DataFrames (numpy/pandas only), so the in-process driver and the Snakemake
-workflow build identical tables.
+``expanded`` flag, and parents chosen among the not-yet-expanded rows (best first, dearest
+bucket first, or at random). Everything here is a pure function of DataFrames (numpy/pandas
+only), so the in-process driver and the Snakemake workflow build identical tables.
 """
 
 from __future__ import annotations
@@ -27,18 +27,30 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TABLE_DTYPES.items()})
 
 
-def select_parents(table: pd.DataFrame | None, per_sweep: int, rng: np.random.Generator | None = None) -> list[str]:
-    """Up to R not-yet-expanded candidates: best accuracy first (ties: cost, arch), or, with
-    ``rng``, drawn uniformly without replacement (the paper's Appendix I), in an order that
-    depends only on the table's content and the generator."""
+def select_parents(
+    table: pd.DataFrame | None, per_sweep: int, order: str = "best", rng: np.random.Generator | None = None
+) -> list[str]:
+    """Up to R not-yet-expanded candidates, in an order that depends only on the table's
+    content (and ``rng``):
+
+    - ``best``: best accuracy first (ties: lower cost, then arch);
+    - ``dearest``: the dearest bucket first, best accuracy first within a bucket;
+    - ``random`` (needs ``rng``): drawn uniformly without replacement (the paper's Appendix I).
+    """
+    if order not in ("best", "dearest", "random"):
+        raise ValueError(f"select must be best, dearest or random, got {order!r}")
     if table is None or table.empty:
         return []
     todo = table[~table["expanded"].astype(bool)]
     todo = todo.sort_values(["accuracy", "cost", "arch"], ascending=[False, True, True], kind="mergesort")
-    if rng is None:
-        return list(todo["arch"].head(per_sweep))
-    pick = rng.permutation(len(todo))[:per_sweep]
-    return list(todo["arch"].iloc[np.sort(pick)])
+    if order == "random":
+        if rng is None:
+            raise ValueError("select random needs a generator (rng)")
+        pick = rng.permutation(len(todo))[:per_sweep]
+        return list(todo["arch"].iloc[np.sort(pick)])
+    if order == "dearest":
+        todo = todo.sort_values("bucket", ascending=False, kind="mergesort")  # stable: accuracy order within
+    return list(todo["arch"].head(per_sweep))
 
 
 def mark_expanded(table: pd.DataFrame | None, archs: Iterable[str]) -> pd.DataFrame:

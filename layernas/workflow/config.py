@@ -120,6 +120,7 @@ def search_config(config: dict) -> SearchConfig:
         metric=t.get("metric", "madds"),
         select=s.get("select", "best"),
         seed=int(s.get("seed", 0)),
+        child_order=s.get("child_order", "parent"),
     )
 
 

@@ -45,17 +45,22 @@ def _layernas_factory(
     replicas: int = 3,
     per_sweep: int = 3,
     budget: int | None = None,
+    select: str = "best",
+    child_order: str = "parent",
     key_fn: Callable[[str], str] | None = None,
 ) -> Strategy:
-    """LayerNAS over the range [target.lo, target.hi] (the engine is deterministic; the seed
-    is kept for the interface). Budget None: the paper's bound H*K*sum|S_i| (a harness budget
-    usually bites first)."""
+    """LayerNAS over the range [target.lo, target.hi]. ``select`` orders the parents (best,
+    dearest or random) and ``child_order`` a stage's children (parent or interleave; see
+    `core.search.SearchConfig`); the run's seed seeds ``select: random`` and nothing else (the
+    other modes are deterministic). Budget None: the paper's bound H*K*sum|S_i| (a harness
+    budget usually bites first)."""
     from layernas.core.driver import LayerNAS  # the driver imports this package: import late
     from layernas.core.search import SearchConfig
 
     cfg = SearchConfig(
         target_min=target.lo, target_max=target.hi, buckets=buckets, replicas=replicas,
-        per_sweep=per_sweep, budget=budget, metric=target.metric,
+        per_sweep=per_sweep, budget=budget, metric=target.metric, select=select, seed=int(seed),
+        child_order=child_order,
     )
     return LayerNAS(space, cfg, seed=seed, key_fn=key_fn, cost_kwargs=cost_kwargs)
 
