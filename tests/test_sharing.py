@@ -223,9 +223,10 @@ def test_two_searches_at_once_on_one_store(tmp_path, monkeypatch):
 def test_a_job_for_a_finished_key_leaves_its_metrics_in_place(shared, tmp_path):
     """Snakemake deletes a job's existing output before running it: a search whose DAG was built
     before another search finished a key would remove that finished trial's metrics.json for as
-    long as its own job takes to start (on SLURM: its time in the queue). The trial rule's output is
-    update()-flagged, so it is left in place. Forced trial jobs over a finished store stand in for
-    that race: no metrics.json is ever missing (polled every 2 ms), none is evaluated again."""
+    long as its own job takes to start (on SLURM: its time in the queue). A trial record is never a
+    job's output (a trial batch's manifest is), so it is left in place. Forced trial jobs over a
+    finished store stand in for that race: no metrics.json is ever missing (polled every 2 ms),
+    none is evaluated again."""
     import threading
 
     store, first = shared
@@ -251,7 +252,10 @@ def test_a_job_for_a_finished_key_leaves_its_metrics_in_place(shared, tmp_path):
     finally:
         stop.set()
         watcher.join()
-    assert jobs_run(wd / "results") == set(before), out[-2000:]
+    # Every trial batch ran again and found each of its keys finished: nothing evaluated.
+    handled = [t for p in (wd / "results" / "search").glob("r*/l*/batch*.json") for t in json.loads(p.read_text())["trials"]]
+    assert {t["key"] for t in handled} == set(before) and not any(t["ran"] for t in handled), out[-2000:]
+    assert not jobs_run(wd / "results")
     assert not missing, f"metrics.json of {sorted(missing)} vanished while their jobs ran"
     assert _finished(trials) == before
 

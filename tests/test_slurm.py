@@ -69,9 +69,9 @@ SEARCH = {"buckets": 2, "replicas": 1, "per_sweep": 2, "budget": None}
 
 def ci_args(tmp: Path, overrides: dict) -> list[str]:
     """Snakemake arguments for the .test search with a CI override file (results in ``tmp``,
-    trials as SLURM jobs)."""
+    trials as SLURM jobs, one per job unless the overrides batch them)."""
     cfg = {"results": str(tmp / "results"), "search": SEARCH,
-           "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500}}}
+           "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500, "batch": 1}}}
     for k, v in overrides.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     (tmp / "ci.yaml").write_text(yaml.safe_dump(cfg))
@@ -175,7 +175,7 @@ def test_every_trial_runs_as_a_slurm_job_and_a_cancelled_one_is_resubmitted(clus
 
 
 def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
-    proc = run_profile(tmp_path, {"resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 10_000_000}}},
+    proc = run_profile(tmp_path, {"resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 10_000_000, "batch": 1}}},
                        timeout=300)
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode != 0
@@ -185,7 +185,7 @@ def test_oversized_memory_request_is_rejected_clearly(cluster, tmp_path):
 def test_trial_over_its_time_limit_is_reported_as_timeout(cluster, tmp_path):
     # --retries 0: the profile's retry would wait out the 1-minute limit a second time
     proc = run_profile(tmp_path, {"oracle": "layernas.examples.toy:appendix_i_stuck",
-                                  "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500}}},
+                                  "resources": {"trial": {"local": False, "runtime": 1, "mem_mb": 500, "batch": 1}}},
                        timeout=400, extra=["--retries", "0"])
     log = (tmp_path / "snakemake.log").read_text()
     assert proc.returncode != 0
@@ -246,6 +246,65 @@ def test_controller_killed_mid_search_is_resumed_by_its_successor(cluster, tmp_p
     after = evaluated_at(results)
     assert len(after) == n_trials
     assert {k: after[k] for k in before} == before, "a trial finished before the kill was evaluated again"
+
+
+def _kill_controller(proc: subprocess.Popen) -> None:
+    """SIGKILL the controller (and its `timeout` wrapper): its SLURM jobs run on."""
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def test_batched_trials_survive_controller_kills_and_cancelled_jobs(cluster, tmp_path, capsys):
+    """Trial batches (every trial of a stage in one SLURM job): the controller is SIGKILLed
+    twice at seeded random moments and a running batch job is scancel'ed along the way; each
+    time the documented recipe resumes (`--unlock`, then the same command). The search ends with
+    the tables of an uninterrupted run, and no trial that had finished is evaluated again."""
+    import random
+
+    rng = random.Random(13)
+    batched = {"oracle": "layernas.examples.toy:appendix_i_slow", "resources": {"trial": {"batch": "all"}}}
+    results = tmp_path / "results"
+    finished: dict[str, float] = {}
+    cancelled = []
+    for attempt in range(3):
+        proc = run_profile(tmp_path, batched, background=True)
+        if attempt == 2:
+            break
+        since = time.time()
+        deadline = since + 300
+        while time.time() < deadline and proc.poll() is None:
+            if any(t > since for t in evaluated_at(results).values()):
+                break
+            time.sleep(0.5)
+        if attempt == 0:  # scancel a running batch job, then let the profile's retry resubmit it
+            q = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
+            if q:
+                subprocess.run(["scancel", q[0]], check=True)
+                cancelled.append(q[0])
+        time.sleep(rng.uniform(1.0, 6.0))
+        assert proc.poll() is None, "the search ended before the kill; kill earlier"
+        _kill_controller(proc)
+        for k, t in evaluated_at(results).items():
+            assert finished.setdefault(k, t) == t, f"finished trial {k} was evaluated again"
+        subprocess.run(["timeout", "120", str(SNAKEMAKE), "--profile", "slurm", *ci_args(tmp_path, batched), "--unlock"],
+                       cwd=ROOT, capture_output=True, check=True)
+    rc = proc.wait(timeout=600)
+    log = (tmp_path / "snakemake.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert finished and cancelled, "the kills and the scancel should land mid-search"
+    ref, n_trials = reference_tables()
+    assert_tables_equal(tables(results), ref)
+    after = evaluated_at(results)
+    assert len(after) == n_trials
+    assert {k: after[k] for k in finished} == finished, "a trial finished before a kill was evaluated again"
+    time.sleep(2)
+    jobs = sacct_jobs(tmp_path / "snakemake.log")
+    show(capsys, "sacct: batched trial jobs (three controllers)", jobs.to_string())
+    batches = len(list((results / "search").glob("r*/l*/batch*.json")))
+    assert (jobs.state == "COMPLETED").sum() >= batches, jobs  # each batch's manifest: one completed job
 
 
 def test_slurm_profile_sets_what_users_edit():

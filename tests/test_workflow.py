@@ -4,6 +4,7 @@ late-stage changes reuse trials, bad configs stop before any job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -143,6 +144,48 @@ def _interrupt_and_resume(tmp_path, sig: int, reference: Path) -> None:
 @pytest.mark.slow
 def test_resume_after_sigterm_reruns_no_finished_trial(tmp_path, reference):
     _interrupt_and_resume(tmp_path, signal.SIGTERM, reference)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batched_trials_give_the_tables_of_one_job_per_stage(tmp_path, reference, batch):
+    """resources.trial.batch: one trial per job, or three, writes the same tables and trial
+    records as the default (every trial of a stage in one job), with one job per batch."""
+    wd = tmp_path / "run"
+    snakemake(wd, overrides={"resources": {"trial": {"batch": batch}}, "report": {"activate": False}})
+    res = wd / "results"
+    assert_same_tables(tables(res), tables(reference))
+    assert set(evaluated_at(res)) == set(evaluated_at(reference))
+    manifests = sorted((res / "search").glob("r*/l*/batch*.json"))
+    sizes = [len(json.loads(p.read_text())["trials"]) for p in manifests]
+    assert sum(sizes) == 19 and max(sizes) == batch
+    default = sorted((reference / "search").glob("r*/l*/batch*.json"))
+    assert len(default) == len({p.parent for p in default}) < len(manifests)  # one per stage with trials
+
+
+@pytest.mark.slow
+def test_a_batch_killed_half_way_reruns_only_its_unfinished_trials(tmp_path, reference):
+    """SIGKILL while the first stage's batch (4 lookups of 1 s in one job) is half done: the
+    resumed run's batch evaluates only the trials the killed one had not finished, and the
+    search ends with the tables of an uninterrupted run."""
+    wd = tmp_path / "run"
+    wd.mkdir()
+    results = wd / "results"
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(evaluated_at(results)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill_group(proc)
+    manifest = results / "search" / "r0" / "l0" / "batch0.0.json"
+    before = evaluated_at(results)
+    assert not manifest.exists() and 2 <= len(before) < 4, "the kill should land inside the first batch"
+    subprocess.run([*cmd, "--unlock"], capture_output=True, check=True, timeout=120)
+    run_snakemake(cmd, 300)
+    after = evaluated_at(results)
+    assert {k: after[k] for k in before} == before, "a trial the killed batch finished was evaluated again"
+    ran = {t["key"]: t["ran"] for t in json.loads(manifest.read_text())["trials"]}
+    assert {k for k, r in ran.items() if not r} == set(before) and len(ran) == 4
+    assert_same_tables(tables(results), tables(reference), ignore_key=True)
 
 
 @pytest.mark.slow

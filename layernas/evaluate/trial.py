@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from layernas.core.space import format_arch, load_space, parse_arch
-from layernas.store.files import atomic_write_bytes, atomic_write_json
+from layernas.store.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from layernas.store.keys import train_hash, trial_key
 from layernas.store.layout import LOCK, METRICS, WEIGHTS
 from layernas.store.records import read_finished_record, record_run, write_finished_record
@@ -23,26 +23,93 @@ from layernas.store.records import read_finished_record, record_run, write_finis
 
 def run_trial_job(config: dict, arch: str, key: str, out_dir: str | Path, threads: int = 1) -> dict:
     """Evaluate one child and record it under ``out_dir``; returns its metrics."""
-    space = load_space(config["space"])
-    seed = int(config.get("seed", 0))
-    expected = trial_key(space.space_id, arch, train_hash(config), seed)
-    if expected != key:
-        raise ValueError(f"trial key {key} does not match arch {arch} under this config (expected {expected})")
-    out_dir = Path(out_dir)
-    restored = restore_finished(out_dir, key, arch)
-    if restored is not None:
-        return restored
-    with key_lock(out_dir):
-        restored = restore_finished(out_dir, key, arch)  # the job we waited for finished it
+    return TrialRunner(config, threads).run(arch, key, out_dir)
+
+
+class TrialRunner:
+    """What the trials of one job share, loaded once: the space, the recipe hash (for a table
+    oracle, a hash of the whole table) and, for lookups, the oracle itself. A batch job runs
+    many trials through one runner; ``run_trial_job`` one."""
+
+    def __init__(self, config: dict, threads: int = 1):
+        self.config = config
+        self.threads = threads
+        self.space = load_space(config["space"])
+        self.seed = int(config.get("seed", 0))
+        self.recipe = train_hash(config)
+        self._oracle = None
+        if config.get("evaluator") == "train":
+            import torch  # noqa: F401  - once per job, before the first trial: start-up, not trial time
+
+    def oracle(self):
+        from layernas.evaluate.oracle import load_oracle
+
+        if self._oracle is None:
+            self._oracle = load_oracle(str(self.config["oracle"]), self.space)
+        return self._oracle
+
+    def run(self, arch: str, key: str, out_dir: str | Path) -> dict:
+        config, space, seed = self.config, self.space, self.seed
+        expected = trial_key(space.space_id, arch, self.recipe, seed)
+        if expected != key:
+            raise ValueError(f"trial key {key} does not match arch {arch} under this config (expected {expected})")
+        out_dir = Path(out_dir)
+        restored = restore_finished(out_dir, key, arch)
         if restored is not None:
             return restored
-        with time_limit(config.get("trial_timeout")):
-            if config["evaluator"] == "tabular":
-                m = evaluate_tabular(config, space, arch, key, out_dir, seed)
-            else:
-                m = run_trial(space, arch, config["train"], seed, out_dir, threads=threads)
-        write_finished_record(out_dir, key, arch, m)
-    return m
+        with key_lock(out_dir):
+            restored = restore_finished(out_dir, key, arch)  # the job we waited for finished it
+            if restored is not None:
+                return restored
+            with time_limit(config.get("trial_timeout")):
+                if config["evaluator"] == "tabular":
+                    m = evaluate_tabular(config, space, arch, key, out_dir, seed, oracle=self.oracle)
+                else:
+                    m = run_trial(space, arch, config["train"], seed, out_dir, threads=self.threads)
+            write_finished_record(out_dir, key, arch, m)
+        return m
+
+
+def run_trial_batch(config: dict, items: list, manifest: str | Path, trials_dir: str | Path, log_pattern: str,
+                    threads: int = 1, log=None, runner: TrialRunner | None = None) -> dict:
+    """A batch job: evaluate the (key, arch) ``items`` in order, each recorded under
+    ``trials_dir/{key}/`` exactly as a one-trial job records it, then write ``manifest`` (the
+    job's declared output) last. A trial whose metrics.json exists is skipped, so a batch killed
+    half-way and run again evaluates only the trials it had not finished; each trial it runs
+    (evaluates, waits for, or restores) gets its one-line job log at ``log_pattern``.
+    ``runner``: one kept by the caller (the controller's, for lookups: the oracle loads once)."""
+    import time
+
+    t0 = time.time()
+    runner = runner or TrialRunner(config, threads)
+    rows = []
+    for key, arch in items:
+        out_dir = Path(trials_dir) / key
+        if (out_dir / METRICS).exists():  # finished before this job started: nothing to do
+            rows.append({"key": key, "ran": False})
+            continue
+        m = runner.run(arch, key, out_dir)
+        line = f"trial {key} arch {arch}: {m.get('status')} {m.get('error') or ''}"
+        atomic_write_text(log_pattern.format(key=key), line + "\n")
+        if log is not None:
+            print(line, file=log, flush=True)
+        rows.append({"key": key, "ran": True, "status": m.get("status"), "wall_seconds": m.get("wall_seconds")})
+    # When the job's process started (Python start-up and imports: process_started_at to
+    # started_at) and its trials ran: what docs/benchmarks.md splits a trial job's time into.
+    out = {"trials": rows, "process_started_at": process_started_at(), "started_at": t0, "finished_at": time.time()}
+    atomic_write_json(manifest, out)
+    return out
+
+
+def process_started_at() -> float | None:
+    """This process's start time (epoch seconds, 10 ms resolution) from /proc; None elsewhere."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 @contextlib.contextmanager
@@ -103,18 +170,23 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, old)
 
 
-def evaluate_tabular(config: dict, space, arch: str, key: str, out_dir: str | Path, seed: int) -> dict:
+def evaluate_tabular(config: dict, space, arch: str, key: str, out_dir: str | Path, seed: int, oracle=None) -> dict:
     """A table lookup recorded like a trained trial, so every later stage reads one format.
     An oracle that cannot answer (missing arch, NaN, a table or callable that does not load)
-    is a failed trial, not a failed workflow."""
+    is a failed trial, not a failed workflow. ``oracle``: a callable returning the loaded
+    oracle (a batch loads it once); by default it is loaded for this trial."""
     from layernas.evaluate.oracle import load_oracle
+
+    if oracle is None:
+        def oracle():
+            return load_oracle(str(config["oracle"]), space)
 
     inputs = {"key": key, "space": space.name, "space_id": space.space_id, "arch": arch,
               "evaluator": "tabular", "oracle": str(config["oracle"]), "seed": seed}
 
     def body(metrics: dict, log) -> None:
         try:
-            acc = load_oracle(str(config["oracle"]), space)([parse_arch(arch, space)])[0]
+            acc = oracle()([parse_arch(arch, space)])[0]
         finally:
             log(f"tabular lookup of {arch}")
         if acc is None or not math.isfinite(acc):

@@ -10,6 +10,7 @@ so the same call gives a concrete path (``children(0, 3)``) or a Snakemake patte
     R/search/r{r}/l{l}/children.parquet     checkpoint: children of stage (r, l) + action
     R/search/r{r}/l{l}/buckets.parquet      table(r, l): the memorial table M_l after (r, l)
     R/search/r{r}/l{l}/history.parquet      every child generated up to and including (r, l)
+    R/search/r{r}/l{l}/batch{c}.{v}.json    manifest of the stage's trial batch c (run v): what it did
     R/search/{summary.json, history.parquet, tables.parquet, top.parquet}   after the search
     R/trials/{key}/{trial.json, log.txt, metrics.json, finished.json, model.pt}   (or STORE/{key}/...)
     R/final/{key}/{trial.json, log.txt, model.pt, preprocessing.json, metrics.json}
@@ -112,6 +113,12 @@ class Layout:
 
     def history(self, r: Part, l: Part) -> Path:
         return self.stage_dir(r, l) / "history.parquet"
+
+    def batch(self, r: Part, l: Part, c: Part, v: Part) -> Path:
+        """Manifest of trial batch ``c`` of stage (r, l), run ``v`` (0; a later run redoes the
+        batch's trials deleted since, e.g. by ``audit --fix`` or ``retry-failed``): the rule
+        output that stands for the batch's trial records, which live in the trial store."""
+        return self.stage_dir(r, l) / f"batch{c}.{v}.json"
 
     def stage_files(self, pattern: str = "*.parquet") -> list[Path]:
         """Every stage file matching ``pattern`` (e.g. "children.parquet"), sorted."""

@@ -99,15 +99,6 @@ class Context:
     def trial_path(self, key: str) -> str:
         return str(self.layout.trial_metrics(key))
 
-    def trial_paths(self, stages: list[tuple[int, int]]) -> list[str]:
-        """metrics.json of every trial the children tables of ``stages`` ask to evaluate: the
-        targets that make the same snakemake command redo a deleted trial. Memoised per
-        table (the `all` rule and every aggregate ask on each DAG update)."""
-        out: list[str] = []
-        for r, l in stages:
-            out += _trial_paths(str(self.layout.trials_dir), *_stat_key(self.children_path(r, l)))
-        return out
-
     # stage inputs (file names only; used by the rules' input functions)
     def children_inputs(self, r: int, l: int) -> dict[str, str]:
         out = {}
@@ -173,18 +164,6 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
         "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"],
         "trials": None if ctx.store is None else str(ctx.store)})
     return planned
-
-
-@lru_cache(maxsize=4096)
-def _keys_to_evaluate(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
-    kids = _read_parquet(path, mtime_ns, size)
-    return tuple(str(k) for k in kids.loc[kids["action"] == Action.EVALUATE, "key"])
-
-
-@lru_cache(maxsize=4096)
-def _trial_paths(store: str, path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
-    layout = Layout(trials_dir=store)
-    return tuple(str(layout.trial_metrics(k)) for k in _keys_to_evaluate(path, mtime_ns, size))
 
 
 def read_trial_metrics(layout: Layout, key: str) -> dict:
@@ -327,13 +306,13 @@ def arch_for_key(results: str | Path, key: str) -> str:
     """The arch of a trial key, from the children tables on disk (cluster jobs re-parse the
     Snakefile without the driver's memory, so the lookup must work from files alone)."""
     layout = Layout(results)
-    for path in layout.stage_files("children.parquet"):
-        arch = _arch_by_key(str(path), "key").get(key)
-        if arch is not None:
-            return arch
-    top = layout.top
+    top = layout.top  # a final model's key: one small table, before globbing every stage's
     if top.exists():
         arch = _arch_by_key(str(top), "final_key").get(key)
+        if arch is not None:
+            return arch
+    for path in layout.stage_files("children.parquet"):
+        arch = _arch_by_key(str(path), "key").get(key)
         if arch is not None:
             return arch
     raise KeyError(f"trial key {key} is not in any children table under {results}/search")

@@ -2,6 +2,9 @@
 # layernas/workflow/ (tested without Snakemake); this file only adapts it to rules.
 import sys
 
+from snakemake.exceptions import IncompleteCheckpointException
+from snakemake.io import checkpoint_target
+
 from layernas.store.layout import DETECTIONS
 from layernas.workflow.config import (
     ConfigError,
@@ -10,12 +13,18 @@ from layernas.workflow.config import (
     latency_table_path,
     transfer_plan,
 )
+from layernas.workflow.controller import Controller, inline_trials
+from layernas.workflow.steps import (
+    aggregate_step,
+    children_step,
+    summary_step,
+    trial_batch_step,
+)
 from layernas.workflow.stages import (
     Context,
     arch_for_key,
     final_keys_of,
     latest_tables,
-    walk,
 )
 
 # The one config check (layernas.workflow.config): one line naming field and value, no traceback.
@@ -26,12 +35,16 @@ except ConfigError as exc:
 
 CTX = Context(config)
 L = CTX.layout
+# What the input functions ask, memoised for this process (layernas/workflow/controller.py).
+SEARCH = Controller(CTX)
 
 
 wildcard_constraints:
     r=r"\d+",
     l=r"\d+",
     key=r"[0-9a-f]{16}",
+    c=r"\d+",
+    v=r"\d+",
 
 
 def children_of(r, l):
@@ -45,19 +58,25 @@ def stage_inputs_children(wc):
 
 def stage_inputs_aggregate(wc):
     r, l = int(wc.r), int(wc.l)
-    inputs = CTX.aggregate_inputs(r, l)
     children_of(r, l)  # IncompleteCheckpointException until children(r, l) has run
-    inputs["trials"] = CTX.trial_paths([(r, l)])
-    return inputs
+    return SEARCH.aggregate_inputs(r, l)  # + the manifests of the stage's trial batches
 
 
-def search_walk():
-    # Calls checkpoints.children.get() for every layer of every sweep (snakemake #3862).
-    return walk(CTX, children_of)
+def batch_trials(wc):
+    """[[key, arch], ...] of batch c of stage (r, l), from its children table."""
+    return SEARCH.chunk(int(wc.r), int(wc.l), int(wc.c))
 
 
 def summary_inputs(wc):
-    stages, _ = search_walk()
+    try:
+        # Each stage's checkpoint is asked once per process, not on every DAG re-evaluation.
+        stages, _ = SEARCH.walk(children_of)
+    except IncompleteCheckpointException:
+        # A resumed or finished search: every stage on disk at once, as checkpoint targets.
+        chain = SEARCH.chain_on_disk()
+        if not chain:
+            raise
+        return {"stages": [checkpoint_target(path) for path in chain]}
     last = stages[-1]
     tables = latest_tables(CTX, stages)
     return {
@@ -89,13 +108,13 @@ def transfer_targets():
 
 
 def all_targets(wc):
-    # Every trial the search asks for is a target too, not only an input of its aggregate
-    # stage: a trial deleted after its stage was aggregated (or by `layernas audit --fix`) is
-    # then redone by the same command, and the stages after it re-run by mtime. Without it,
-    # Snakemake leaves a missing intermediate file alone when what follows is up to date.
-    stages, _ = search_walk()
-    targets = CTX.trial_paths(stages)
-    targets.append(str(L.summary))
+    # A trial deleted after its batch ran (by hand, `layernas audit --fix`, `retry-failed`) is
+    # redone by the same command: the batch's next run is a target (SEARCH.redo_targets), and the
+    # stages after it re-run by mtime. Without it, Snakemake leaves a missing intermediate file
+    # alone when what follows is up to date. No trial is listed one by one: the DAG holds one
+    # job per batch, and `all` asks no checkpoint, so it is evaluated once per run.
+    targets = [str(L.summary)]
+    targets += SEARCH.redo_targets()
     targets += final_targets()
     targets += export_targets()
     targets += transfer_targets()

@@ -1,4 +1,6 @@
-# Per-(sweep, layer) stages: children checkpoint -> trials -> aggregate bucket table.
+# Per-(sweep, layer) stages: children checkpoint -> trial batches -> aggregate bucket table.
+# The stage steps take milliseconds: they run inside the controller (run:, in a thread with
+# profiles/default's use-threads), not as a Python process each (layernas/workflow/steps.py).
 
 
 checkpoint children:
@@ -8,12 +10,10 @@ checkpoint children:
         str(L.children("{r}", "{l}")),
     log:
         str(L.stage_log("children", "{r}", "{l}")),
-    conda:
-        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
-    script:
-        "../scripts/children.py"
+    run:
+        children_step(CTX, int(wildcards.r), int(wildcards.l), input, output[0], log[0])
 
 
 rule aggregate:
@@ -24,12 +24,10 @@ rule aggregate:
         history=str(L.history("{r}", "{l}")),
     log:
         str(L.stage_log("aggregate", "{r}", "{l}")),
-    conda:
-        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
-    script:
-        "../scripts/aggregate.py"
+    run:
+        aggregate_step(CTX, int(wildcards.r), int(wildcards.l), input, *output, log[0])
 
 
 checkpoint search_summary:
@@ -42,13 +40,11 @@ checkpoint search_summary:
         top=str(L.top),
     log:
         str(L.log("search_summary")),
-    conda:
-        "../../envs/layernas.yaml"
     params:
         signature=CTX.signature,
         final=config["final"],
-    script:
-        "../scripts/summary.py"
+    run:
+        summary_step(CTX, input.history, dict(output), log[0])
 
 
 localrules:

@@ -1,12 +1,12 @@
-"""One trial: output[0] = results/trials/{key}/metrics.json; params.arch; threads.
-A failing trial writes status: failed (not an error for Snakemake), so the search goes on."""
+"""A batch of trials: params.trials = [[key, arch], ...]; output[0] = the batch manifest; each
+trial recorded under params.store/{key}/ as a one-trial job records it, its one-line log at
+params.logs. A failing trial writes status: failed (not an error for Snakemake), so the search
+goes on."""
 import sys
-from pathlib import Path
 
-from layernas.evaluate.trial import run_trial_job
+from layernas.evaluate.trial import run_trial_batch
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with open(sm.log[0], "w") as log:
     sys.stderr = log
-    m = run_trial_job(sm.config, sm.params.arch, sm.wildcards.key, Path(sm.output[0]).parent, sm.threads)
-    print(f"trial {sm.wildcards.key} arch {sm.params.arch}: {m.get('status')} {m.get('error') or ''}", file=log)
+    run_trial_batch(sm.config, sm.params.trials, sm.output[0], sm.params.store, sm.params.logs, sm.threads, log=log)
