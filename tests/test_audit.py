@@ -5,6 +5,7 @@ directories, leftovers of other searches)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -251,6 +252,60 @@ def test_audit_of_1000_trials_takes_seconds(results, capsys):
     assert report.checked["trials"] >= 1000 and report.count("error") == 1000  # misnamed copies
 
 
+def test_every_file_a_trial_wrote_is_listed_with_its_sha256(results):
+    """metrics.json lists the sha256 of the inputs and log the trial wrote before it,
+    finished.json that of metrics.json itself."""
+    for d in (results / "trials").iterdir():
+        m = json.loads((d / "metrics.json").read_text())
+        assert set(m["artifacts"]) == {"trial.json", "log.txt"}
+        listed = {**m["artifacts"], **json.loads((d / "finished.json").read_text())["artifacts"]}
+        assert listed == {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in listed}
+
+
+def trained_like(results: Path, key: str) -> Path:
+    """Trial ``key`` recorded again the way a trained trial records itself: the same inputs and
+    accuracy, and weights (model.pt) written by the run, so its record lists their sha256."""
+    from layernas.store.records import record_run, write_finished_record
+
+    d = results / "trials" / key
+    inputs = json.loads((d / "trial.json").read_text())
+    old = json.loads((d / "metrics.json").read_text())
+    shutil.rmtree(d)
+
+    def body(metrics: dict, log) -> None:
+        (d / "model.pt").write_bytes(bytes(range(256)) * 64)
+        metrics["accuracy"] = old["accuracy"]
+
+    m = record_run(d, inputs, {"key": key, "arch": old["arch"], "device": "none"}, body, torch=False)
+    write_finished_record(d, key, old["arch"], m)
+    assert "model.pt" in m["artifacts"]
+    return d
+
+
+def test_a_flipped_byte_in_a_weights_file_is_a_checksum_error(results, capsys):
+    key = table_key(results)
+    weights = trained_like(results, key) / "model.pt"
+    assert problems(results, capsys=capsys)[1]["clean"]
+    data = bytearray(weights.read_bytes())
+    data[1000] ^= 0x01
+    weights.write_bytes(bytes(data))
+    rc, report = problems(results, capsys=capsys)
+    p = only(report)
+    assert rc == 1 and (p["kind"], p["path"], p["fixable"]) == ("checksum", str(weights.parent), True)
+    assert "model.pt" in p["message"]
+    rc, report = problems(results, "--fix", capsys=capsys)
+    assert report["removed"] == [str(weights.parent)] and not weights.parent.exists()
+
+
+def test_an_edited_metrics_json_is_a_checksum_error(results, capsys):
+    key = table_key(results)
+    metrics = results / "trials" / key / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"device": "none"', '"device": "cpu"'))
+    rc, report = problems(results, capsys=capsys)
+    p = only(report)
+    assert rc == 1 and p["kind"] == "checksum" and "metrics.json" in p["message"]
+
+
 # --------------------------------------------------------------------------- weights and disk
 
 
@@ -372,11 +427,16 @@ def test_shared_store_audit_and_maintenance_touch_only_this_searchs_trials(two_s
 
 
 def _fail(trial: Path) -> None:
-    """Record a finished trial as failed (a lookup service that was down), as the job would."""
+    """Record a finished trial as failed (a lookup service that was down), as the job would
+    (finished.json lists the sha256 of the metrics.json written)."""
+    from layernas.store.records import sha256_file
+
     for name in ("metrics.json", "finished.json"):
         rec = json.loads((trial / name).read_text())
         m = rec.get("metrics", rec)
         m.update(status="failed", error="RuntimeError: oracle service down", accuracy=None)
+        if name == "finished.json":
+            rec["artifacts"] = {"metrics.json": sha256_file(trial / "metrics.json")}
         (trial / name).write_text(json.dumps(rec))
 
 

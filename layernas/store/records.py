@@ -11,7 +11,9 @@ loudly instead of every trial quietly becoming "failed" while the search "succee
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import time
 import traceback
@@ -23,6 +25,10 @@ from layernas import __version__
 from layernas.core.status import Status
 from layernas.store.files import atomic_write_json, atomic_write_text
 from layernas.store.layout import INPUTS, LOG, METRICS, RECORD
+
+# metrics.json field: the sha256 of every file the run wrote before it (inputs, log, weights,
+# preprocessing...); finished.json lists metrics.json's own. `layernas audit` checks them.
+ARTIFACTS = "artifacts"
 
 # Errors of the code, not of the evaluated model: never recorded as a failed run.
 PROGRAMMING_ERRORS = (ImportError, NameError, AttributeError, TypeError, SyntaxError, AssertionError)
@@ -42,9 +48,46 @@ def read_metrics(path: str | Path) -> dict:
 
 
 def write_finished_record(run_dir: str | Path, key: str, arch: str, metrics: dict) -> None:
-    """The second copy of a finished trial's metrics (``finished.json``): Snakemake may delete
-    metrics.json, a declared output, before rerunning a job; this copy is not an output."""
-    atomic_write_json(Path(run_dir) / RECORD, {"key": key, "arch": arch, "metrics": metrics})
+    """The second copy of a finished trial's metrics (``finished.json``), from which a rerun
+    restores a metrics.json that went missing; it also lists metrics.json's sha256."""
+    run_dir = Path(run_dir)
+    rec = {"key": key, "arch": arch, "metrics": metrics}
+    if (run_dir / METRICS).is_file():
+        rec[ARTIFACTS] = {METRICS: sha256_file(run_dir / METRICS)}
+    atomic_write_json(run_dir / RECORD, rec)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_digests(run_dir: str | Path) -> dict[str, str]:
+    """sha256 of every file of a run directory but its metrics.json and finished.json (and
+    hidden files: the lock, temporary files of atomic writes)."""
+    with os.scandir(run_dir) as it:
+        names = sorted(e.name for e in it if e.is_file() and not e.name.startswith(".") and e.name not in (METRICS, RECORD))
+    return {name: sha256_file(Path(run_dir) / name) for name in names}
+
+
+def changed_artifacts(run_dir: str | Path, metrics: dict, names=None) -> list[str]:
+    """The files of a finished run whose sha256 differs from the one its record lists (the
+    ``artifacts`` of metrics.json, metrics.json's own in finished.json): changed after the run
+    wrote them. A listed file that is gone is not one (clean-weights removes weights); a record
+    written before records listed digests has nothing to check."""
+    run_dir = Path(run_dir)
+    names = set(os.listdir(run_dir)) if names is None else set(names)
+    listed = dict(metrics.get(ARTIFACTS) or {}) if isinstance(metrics, dict) else {}
+    if RECORD in names:
+        try:
+            rec = json.loads((run_dir / RECORD).read_text())
+            listed.update(rec.get(ARTIFACTS) or {})
+        except (OSError, ValueError, AttributeError):
+            pass
+    return sorted(n for n, digest in listed.items() if n in names and sha256_file(run_dir / n) != digest)
 
 
 def read_finished_record(run_dir: str | Path, key: str, arch: str | None = None) -> dict | None:
@@ -103,6 +146,7 @@ class Recorder:
         now = time.time()
         metrics.update(wall_seconds=now - self.t0, finished_at=now, versions=versions(torch))
         atomic_write_text(self.out_dir / LOG, "\n".join(self.lines) + "\n")
+        metrics[ARTIFACTS] = artifact_digests(self.out_dir)  # inputs, log, weights, ...: as written
         atomic_write_json(self.out_dir / METRICS, metrics)  # last: its presence means finished
         return metrics
 

@@ -20,7 +20,7 @@ from layernas.core.status import Action, Status
 from layernas.store.audit.problems import ERROR, FIX, FIX_SAME, RERUN, Problem
 from layernas.store.keys import trial_key
 from layernas.store.layout import INPUTS, KEYED_AREAS, METRICS, STAGE_DIR, Layout
-from layernas.store.records import metrics_accuracy
+from layernas.store.records import changed_artifacts, metrics_accuracy
 
 REQUIRED_COLUMNS = {
     "children": ("layer", "arch", "key", "cost", "action"),
@@ -236,6 +236,12 @@ def _scan_record(area: str, path: Path, problems: list[Problem]) -> Record:
         problems.append(Problem(where, "corrupt", ERROR, err, FIX if area == "trials" else FIX_SAME, fixable=True))
         return rec
     rec.metrics, rec.inputs = metrics, inputs
+    changed = changed_artifacts(path, metrics, rec.names)  # the sha256 the record lists, per file
+    if changed:
+        rec.broken = True
+        problems.append(Problem(where, "checksum", ERROR, f"{', '.join(changed)} changed after the run wrote "
+                                f"{'them' if len(changed) > 1 else 'it'}: the sha256 its record lists differs",
+                                FIX if area == "trials" else FIX_SAME, fixable=True))
     return rec
 
 
