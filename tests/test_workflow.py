@@ -527,6 +527,9 @@ def test_arch_for_key_finds_every_child_and_refuses_unknown_keys(reference):
                      id="select-random"),
         pytest.param("nb201-topology-noop", separable, {"buckets": 5, "replicas": 1, "per_sweep": 2, "budget": 40},
                      {"min": 0, "max": 60e6}, id="nb201-noop-default"),
+        pytest.param("nb201-topology-noop", separable, {"buckets": 5, "replicas": 2, "per_sweep": 2, "budget": 25,
+                                                        "select": "dearest", "child_order": "interleave"},
+                     {"min": 0, "max": 60e6}, id="dearest-interleave-budget"),
     ],
 )
 def test_workflow_matches_driver_with_random_selection_and_noop_defaults(tmp_path, space, oracle, search, target):

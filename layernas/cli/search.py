@@ -31,6 +31,9 @@ def cmd_search(args) -> int:
         per_sweep=args.per_sweep,
         budget=args.budget,
         metric=args.metric,
+        select=args.select,
+        child_order=args.child_order,
+        seed=args.seed,
     )
     # The same hash the workflow's tabular evaluator uses: same oracle, same trial keys.
     train_hash = oracle_train_hash({"evaluator": "tabular", "oracle": args.oracle})
@@ -83,6 +86,10 @@ def add_parser(sub) -> None:
     se.add_argument("--replicas", "-K", type=int, default=3)
     se.add_argument("--per-sweep", "-R", type=int, default=3)
     se.add_argument("--budget", type=int, help="max new evaluations (default: H*K*sum|S_i|)")
+    se.add_argument("--select", choices=["best", "dearest", "random"], default="best",
+                    help="which candidates become parents (docs/algorithm.md)")
+    se.add_argument("--child-order", choices=["parent", "interleave"], default="parent",
+                    help="order of a stage's children, where a budget cuts it")
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--input-size", type=int)
     se.add_argument("--num-classes", type=int)
