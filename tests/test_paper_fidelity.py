@@ -1,6 +1,7 @@
 """Paper fidelity of the shipped ImageNet spaces: Table 1's L and prod |S|, the variant spaces
-that keep the tables' other readings, the discovered models (when transcribed) and what
-benchmarks/paper_models.py reports (docs/spaces-and-cost.md, "Paper fidelity")."""
+that keep the tables' other readings, and what benchmarks/paper_models.py reports (the paper's
+discovered models are costed there once their per-layer choices are transcribed; a test for
+them belongs here then) (docs/spaces-and-cost.md, "Paper fidelity")."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from layernas.core.cost import cost_of
-from layernas.core.space import list_spaces, load_space, parse_arch
+from layernas.core.space import list_spaces, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("paper_models", ROOT / "benchmarks" / "paper_models.py")
@@ -78,17 +79,6 @@ def test_60m_reads_516_as_512_and_the_variant_keeps_516():
             expanded = {o["expanded"] for o in layer.options}
             assert value in expanded and other not in expanded
     assert list(ship.sizes) == list(lit.sizes)
-
-
-@pytest.mark.parametrize("model", sorted(paper_models.DISCOVERED))
-def test_discovered_models_are_expressible(model):
-    d = paper_models.DISCOVERED[model]
-    if d["arch"] is None:
-        pytest.skip(f"{model}: {paper_models.NOT_TRANSCRIBED}")
-    space = load_space(d["space"])
-    arch = parse_arch(d["arch"], space)
-    madds = float(cost_of(space, [arch])["madds"][0])
-    assert abs(madds / d["paper_madds"] - 1) <= MADDS_TOLERANCE
 
 
 def test_head_placement_costs_48_out_hidden_more():
