@@ -32,6 +32,7 @@ from layernas.store.audit.scan import (
     REQUESTED,
     RunInfo,
     Scan,
+    arch_tuple,
     current_stages,
     scan,
     scan_trials,
@@ -239,12 +240,10 @@ def _analytic(space, run: RunInfo, frames: list[pd.DataFrame]):
 
     metric, kw = run.search.get("metric", "madds"), dict(run.cost_kwargs or {})
     archs = pd.unique(pd.concat([f["arch"].astype(str) for f in frames], ignore_index=True)) if frames else []
-    valid: dict[str, tuple[int, ...]] = {}
-    for a in archs:
-        try:
-            valid[a] = space.check_arch(tuple(int(x) for x in a.split("-")))
-        except ValueError:
-            pass
+    parsed = {a: t for a in archs if len(t := arch_tuple(a)) == space.num_layers}  # Space.check_arch's rule, vectorised:
+    grid = np.array(list(parsed.values()), dtype=np.int64).reshape(len(parsed), space.num_layers)
+    ok = ((grid >= 0) & (grid < np.asarray(space.sizes))).all(axis=1)
+    valid: dict[str, tuple[int, ...]] = {a: t for (a, t), good in zip(parsed.items(), ok) if good}
     cost = dict(zip(valid, cost_of(space, list(valid.values()), **kw)[metric])) if valid else {}
     with_min = [f[["layer", "arch"]].astype({"arch": str}) for f in frames if "min_cost" in f]
     min_cost: dict[tuple[int, str], float] = {}
@@ -286,17 +285,20 @@ def check_costs(s: Scan, space: str | Path | None, problems: list[Problem]) -> N
                                 "nothing to do"))
         return
     cost, min_cost = _analytic(sp, s.run, frames)
+    # One hash index for every table (pandas' isin/map with a dict rebuild it per call: quadratic)
+    known, costs = pd.Index(list(cost), dtype=object), np.fromiter(cost.values(), float, len(cost))
     for rel, df in s.tables.frames.items():
         if df.empty:
             continue
         archs = df["arch"].astype(str)
         where = str(s.results / rel)
-        unknown = ~archs.isin(cost)
+        codes = known.get_indexer(archs.to_numpy(object))
+        unknown = codes < 0
         if unknown.any():
             problems.append(Problem(where, "cost-mismatch", ERROR, f"{int(unknown.sum())} rows have archs that are not "
                                     f"archs of space {sp.name}, e.g. {archs[unknown].iloc[0]}", _table_action(s)))
             continue
-        want = archs.map(cost).to_numpy(float)
+        want = costs[codes]
         msgs = [_mismatch(df, df["cost"].to_numpy(float), want, "cost")]
         if "min_cost" in df:
             want_min = np.array([min_cost[(int(l), a)] for l, a in zip(df["layer"], archs)])
@@ -321,16 +323,18 @@ def check_accuracy(s: Scan, problems: list[Problem]) -> None:
     """Accuracies in bucket tables and history against the trials' metrics (what the aggregate
     stage read): a difference means a table is older than a redone trial, or was edited."""
     acc = {k: metrics_accuracy(r.metrics) for k, r in s.records["trials"].items() if not r.broken}
+    keys, accs = pd.Index(list(acc), dtype=object), np.fromiter(acc.values(), float, len(acc))
     for rel, df in s.tables.frames.items():
         kind = s.tables.kinds[rel]
         if kind not in ("buckets", "tables", "history", "top") or "accuracy" not in df:
             continue
         rows = df if kind != "history" else df[df["status"].isin(EVALUATED_ROWS)]
-        rows = rows[rows["key"].astype(str).isin(acc)]
+        codes = keys.get_indexer(rows["key"].astype(str).to_numpy(object))
+        rows, codes = rows[codes >= 0], codes[codes >= 0]
         if rows.empty:
             continue
         have = rows["accuracy"].to_numpy(float)
-        want = rows["key"].astype(str).map(acc).to_numpy(float)
+        want = accs[codes]
         bad = ~np.isclose(have, want, rtol=1e-9, atol=1e-12, equal_nan=True)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,23 @@ def _read_table(path: Path, kind: str) -> tuple[pd.DataFrame | None, str | None]
     return df, None
 
 
+def arch_tuple(arch: str) -> tuple[int, ...]:
+    """An arch string's option indices; () when it is not dash-joined integers."""
+    try:
+        return tuple(map(int, arch.split("-")))
+    except ValueError:
+        return ()
+
+
+def _own_rows(history: pd.DataFrame, stage: tuple[int, int]) -> pd.DataFrame:
+    """A stage's history is the previous stage's plus the rows of its own children: checked on
+    its own rows (the others are the earlier stages'), so checking every history of a search
+    is linear in its size, not quadratic (10,000 trials: 5.8M history rows, 20k of them new)."""
+    if "sweep" not in history:
+        return history
+    return history[(history["sweep"].to_numpy() == stage[0]) & (history["layer"].to_numpy() == stage[1])]
+
+
 def scan_tables(layout: Layout, problems: list[Problem]) -> Tables:
     """Read every Parquet table of the search; report the unreadable ones."""
     t = Tables(layout)
@@ -188,12 +206,13 @@ def scan_tables(layout: Layout, problems: list[Problem]) -> Tables:
         t.stage_of[t.rel(path)] = (r, l)
         paths.append((path, kind))
     paths += [(path, kind) for kind, path in final_paths(layout).items() if path.exists()]
-    for path, kind in paths:
+    with ThreadPoolExecutor(4) as pool:  # Parquet decoding releases the GIL: reads overlap
+        read = list(pool.map(lambda pk: _read_table(*pk), paths))
+    for (path, kind), (df, err) in zip(paths, read):
         rel = t.rel(path)
         t.kinds[rel] = kind
-        df, err = _read_table(path, kind)
         if err is None:
-            t.frames[rel] = df
+            t.frames[rel] = _own_rows(df, t.stage_of[rel]) if kind == "history" and rel in t.stage_of else df
         else:
             t.unreadable.add(rel)
             problems.append(Problem(str(path), "corrupt-table", ERROR, f"{kind} table is {err}",
