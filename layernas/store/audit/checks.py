@@ -245,10 +245,10 @@ def _analytic(space, run: RunInfo, frames: list[pd.DataFrame]):
     ok = ((grid >= 0) & (grid < np.asarray(space.sizes))).all(axis=1)
     valid: dict[str, tuple[int, ...]] = {a: t for (a, t), good in zip(parsed.items(), ok) if good}
     cost = dict(zip(valid, cost_of(space, list(valid.values()), **kw)[metric])) if valid else {}
-    with_min = [f[["layer", "arch"]].astype({"arch": str}) for f in frames if "min_cost" in f]
+    with_min = [f[["layer", "arch"]] for f in frames if "min_cost" in f]
     min_cost: dict[tuple[int, str], float] = {}
     if with_min:
-        pairs = pd.concat(with_min, ignore_index=True).drop_duplicates()
+        pairs = pd.concat(with_min, ignore_index=True).astype({"arch": str}).drop_duplicates()
         for layer, grp in pairs[pairs["arch"].isin(valid)].groupby("layer"):
             lo, _ = completion_costs(space, [valid[a] for a in grp["arch"]], int(layer), metric, **kw)
             min_cost.update(zip(((int(layer), a) for a in grp["arch"]), lo))
