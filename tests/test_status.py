@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -154,20 +153,32 @@ def test_watch_stops_when_done_and_quietly_on_ctrl_c(results):
     run_state(results, "running", pid=os.getpid())  # never done while "this snakemake" lives
     watch = subprocess.Popen([*LAYERNAS, "status", str(results), "--watch", "0.2"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    head = _lines_until(watch, "search in ", count=2)  # on a loaded machine start-up alone can take seconds
     watch.send_signal(signal.SIGINT)
     out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
-    assert out.count("search in ") >= 2 and "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert (head + out).count("search in ") >= 2 and "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def _lines_until(proc: subprocess.Popen, needle: str, count: int = 1) -> str:
+    """Read ``proc``'s stdout until ``needle`` has appeared ``count`` times (the process is up
+    and drawing), so a signal sent next reaches the watch loop, not the interpreter's start-up."""
+    seen = ""
+    while seen.count(needle) < count:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    return seen
 
 
 def test_watch_waits_for_a_run_that_has_not_written_yet(tmp_path):
     watch = subprocess.Popen([*LAYERNAS, "status", str(tmp_path / "results"), "--watch", "0.2"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    head = _lines_until(watch, "waiting for a search in")
     watch.send_signal(signal.SIGINT)
     out, err = watch.communicate(timeout=60)
-    assert watch.returncode == 0 and "waiting for a search in" in out and "Traceback" not in err
+    assert watch.returncode == 0 and "waiting for a search in" in head + out and "Traceback" not in err
 
 
 def test_a_closed_pipe_ends_quietly(results):
