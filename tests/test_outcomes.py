@@ -195,7 +195,9 @@ def test_ctrl_c_ends_with_the_command_that_resumes_and_it_redoes_nothing(tmp_pat
     wd = tmp_path / "run"
     wd.mkdir()
     results = wd / "results"
-    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, "--config", SLOW_ORACLE]
+    one_per_job = tmp_path / "one-per-job.yaml"  # a batch of lookups would finish before the signal lands
+    one_per_job.write_text("resources: {trial: {batch: 1}}\n")
+    cmd = [*SNAKEMAKE, "-d", str(wd), "--configfile", TEST_CONFIG, str(one_per_job), "--config", SLOW_ORACLE]
     out = tmp_path / "out.txt"
     with open(out, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
