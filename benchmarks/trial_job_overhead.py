@@ -5,10 +5,12 @@ transfer and report off) through `snakemake --cores 2`, or reads a finished resu
 (--results), and splits each trial job's time (Snakemake's benchmark TSV: the job from its start
 to its end) into:
 
-- start-up: from the job's process start (/proc, in the batch manifest) to its first trial:
-  Python, Snakemake's script preamble, torch and the package imports;
-- trials: the trials' own ``wall_seconds`` (data loading, model, training, evaluation);
-- the rest of the job (Snakemake starting the process, its benchmark and bookkeeping);
+- Python start-up: from the job's process start (/proc) to the batch's start: the interpreter,
+  Snakemake's script preamble and the package's imports;
+- the runner: the space, the recipe hash and, for training, importing torch;
+- trials: the trials' own ``wall_seconds`` (data loading, model, training, evaluation), and what
+  the job does between them (locks, records, the manifest);
+- outside the process: Snakemake around it (the script file, spawning, the benchmark);
 
 and measures Snakemake's scheduling latency at each stage start: from the children table
 written (the stage's checkpoint) to the first trial job's process start.
@@ -53,40 +55,42 @@ def run(workdir: Path, batch: str, cores: int) -> Path:
 
 def split(results: Path) -> dict:
     jobs = []
-    first_start: dict[str, float] = {}
+    latency: dict[str, float] = {}
     for manifest in sorted((results / "search").glob("r*/l*/batch*.json")):
         m = json.loads(manifest.read_text())
         stage = manifest.parent
         name = f"{stage.parent.name}_{stage.name}_c{manifest.stem[5:]}"
         tsv = results / "benchmarks" / "batch" / f"{name}.tsv"
-        if not tsv.exists():
-            continue
-        job_wall = float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
-        trial_wall = sum(t.get("wall_seconds") or 0.0 for t in m["trials"] if t.get("ran"))
         ran = sum(bool(t.get("ran")) for t in m["trials"])
-        if not ran:
+        if not tsv.exists() or not ran:
             continue
-        startup = m["started_at"] - m["process_started_at"]
-        jobs.append({"job": name, "trials": ran, "job_seconds": round(job_wall, 3), "trial_seconds": round(trial_wall, 3),
-                     "startup_seconds": round(startup, 3),
-                     "rest_seconds": round(job_wall - trial_wall - startup, 3),
-                     "overhead_share": round((job_wall - trial_wall) / job_wall, 4)})
-        ready = (stage / "children.parquet").stat().st_mtime
-        first_start[str(stage)] = min(first_start.get(str(stage), 1e30), m["process_started_at"] - ready)
+        job = float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
+        trials = sum(t.get("wall_seconds") or 0.0 for t in m["trials"] if t.get("ran"))
+        parts = {
+            "python_start_seconds": m["started_at"] - m["process_started_at"],  # interpreter, preamble, imports
+            "runner_seconds": m["trials_started_at"] - m["started_at"],  # space, recipe hash, torch
+            "between_trials_seconds": m["finished_at"] - m["trials_started_at"] - trials,
+            "outside_process_seconds": job - (m["finished_at"] - m["process_started_at"]),  # Snakemake around it
+        }
+        jobs.append({"job": name, "trials": ran, "job_seconds": round(job, 3), "trial_seconds": round(trials, 3),
+                     **{k: round(v, 3) for k, v in parts.items()},
+                     "overhead_share": round((job - trials) / job, 4)})
+        ready = (stage / "children.parquet").stat().st_mtime  # the stage's checkpoint wrote it
+        latency[str(stage)] = min(latency.get(str(stage), 1e30), m["process_started_at"] - ready)
     per_trial = [j["trial_seconds"] / j["trials"] for j in jobs]
     over = [(j["job_seconds"] - j["trial_seconds"]) / j["trials"] for j in jobs]
+    med = statistics.median
     return {
         "jobs": len(jobs), "trials": sum(j["trials"] for j in jobs),
-        "trial_seconds_median": round(statistics.median(per_trial), 2),
-        "job_overhead_seconds_per_trial_median": round(statistics.median(over), 2),
-        "job_overhead_seconds_per_trial_mean": round(statistics.mean(over), 2),
-        "startup_seconds_median": round(statistics.median(j["startup_seconds"] for j in jobs), 2),
-        "rest_seconds_median": round(statistics.median(j["rest_seconds"] for j in jobs), 2),
-        "overhead_share_of_job": round(sum(j["job_seconds"] - j["trial_seconds"] for j in jobs)
-                                       / sum(j["job_seconds"] for j in jobs), 4),
-        "overhead_share_of_a_20s_trial": round(statistics.median(over) / 20.0, 4),
-        "stage_start_latency_seconds_median": round(statistics.median(first_start.values()), 2),
-        "stage_start_latency_seconds_max": round(max(first_start.values()), 2),
+        "trial_seconds_median": round(med(per_trial), 2),
+        "job_overhead_seconds_per_trial_median": round(med(over), 2),
+        **{f"{k}_median": round(med(j[k] for j in jobs), 2) for k in
+           ("python_start_seconds", "runner_seconds", "between_trials_seconds", "outside_process_seconds")},
+        "overhead_share_of_job_time": round(sum(j["job_seconds"] - j["trial_seconds"] for j in jobs)
+                                            / sum(j["job_seconds"] for j in jobs), 4),
+        "overhead_share_of_a_20s_trial": round(med(over) / 20.0, 4),
+        "stage_start_latency_seconds_median": round(med(latency.values()), 2),
+        "stage_start_latency_seconds_max": round(max(latency.values()), 2),
         "per_job": jobs,
     }
 

@@ -129,7 +129,7 @@ def run_one(cfg: dict, cores: int, tmp: Path, name: str) -> dict:
                   log=wd / "audit.json", ok=(0, 1), stderr=False)
     report = json.loads((wd / "audit.json").read_text())
     shutil.rmtree(wd / "results" / "trials", ignore_errors=True)  # keep /tmp small between sizes
-    return {"full": full, "again": again, "summary": summary, "jobs_trial": batches,
+    return {"full": full, "again": again, "summary": summary, "jobs_trial": batches, "results": wd / "results",
             "audit": {"seconds": audit["seconds"], "seconds_inside": report["seconds"], "errors": report["errors"],
                       "checked_trials": report["checked"]["trials"]}}
 
@@ -311,7 +311,16 @@ def _run_slurm(cfg: dict, tmp: Path, local: dict) -> dict:
     return {"date": date.today().isoformat(), "trials": n, "slurm_jobs": len(elapsed), "seconds_slurm": round(wall, 2),
             "slurm_seconds_per_trial": round(wall / max(n, 1), 3),
             "slurm_job_elapsed_mean_s": round(sum(elapsed) / max(len(elapsed), 1), 2),
-            "seconds_local": local["full"]["seconds"], "config": cfg}
+            "seconds_local": local["full"]["seconds"],
+            "tables_equal_local": same_tables(local["results"], tmp / "slurm-results"), "config": cfg}
+
+
+def same_tables(a: Path, b: Path) -> bool:
+    """Whether two results directories hold the same bucket tables."""
+    import pandas as pd
+
+    ta, tb = (sorted(p.relative_to(d) for p in (d / "search").glob("r*/l*/buckets.parquet")) for d in (a, b))
+    return ta == tb and all(pd.read_parquet(a / p).equals(pd.read_parquet(b / p)) for p in ta)
 
 
 if __name__ == "__main__":

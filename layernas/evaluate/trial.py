@@ -82,6 +82,7 @@ def run_trial_batch(config: dict, items: list, manifest: str | Path, trials_dir:
 
     t0 = time.time()
     runner = runner or TrialRunner(config, threads)
+    t1 = time.time()
     rows = []
     for key, arch in items:
         out_dir = Path(trials_dir) / key
@@ -94,21 +95,25 @@ def run_trial_batch(config: dict, items: list, manifest: str | Path, trials_dir:
         if log is not None:
             print(line, file=log, flush=True)
         rows.append({"key": key, "ran": True, "status": m.get("status"), "wall_seconds": m.get("wall_seconds")})
-    # When the job's process started (Python start-up and imports: process_started_at to
-    # started_at) and its trials ran: what docs/benchmarks.md splits a trial job's time into.
-    out = {"trials": rows, "process_started_at": process_started_at(), "started_at": t0, "finished_at": time.time()}
+    # When the job's process started, its imports were done (started_at), its runner had loaded
+    # the space and, for training, torch (trials_started_at), and its trials ended: what
+    # benchmarks/trial_job_overhead.py splits a trial job's time into.
+    out = {"trials": rows, "process_started_at": process_started_at(), "started_at": t0, "trials_started_at": t1,
+           "finished_at": time.time()}
     atomic_write_json(manifest, out)
     return out
 
 
 def process_started_at() -> float | None:
-    """This process's start time (epoch seconds, 10 ms resolution) from /proc; None elsewhere."""
+    """This process's start time (epoch seconds, 10 ms resolution) from /proc: its start in
+    clock ticks since boot, against the time since boot now; None elsewhere."""
+    import time
+
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
 
 
