@@ -162,6 +162,26 @@ def test_batched_trials_give_the_tables_of_one_job_per_stage(tmp_path, reference
     assert len(default) == len({p.parent for p in default}) < len(manifests)  # one per stage with trials
 
 
+def test_a_shorter_search_over_a_longer_ones_files_runs_only_its_own_stages(tmp_path, reference):
+    """A resumed run asks Snakemake for every stage on disk at once; when those are another
+    search's (a budget of 4 over the finished 19-trial run), the search still ends where its own
+    walk ends, with the in-process driver's tables, and the old stages after it are not run."""
+    import shutil
+
+    wd = tmp_path / "run"
+    shutil.copytree(reference.parent, wd, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in (wd / "results" / "search").glob("r3/l*/*.parquet")}
+    snakemake(wd, overrides={"search": {"budget": 4}, "report": {"activate": False}}, check=False)
+    cfg = SearchConfig(target_min=8, target_max=9, buckets=4, replicas=2, per_sweep=2, budget=4)
+    engine = run_search(load_space("appendix-i"), lambda b: [appendix_i(a) for a in b], cfg)
+    summary = json.loads((wd / "results" / "search" / "summary.json").read_text())
+    assert summary["trials"] == engine.trials == 4 and summary["stages"] == len(engine.tables)
+    wf = tables(wd / "results")
+    for (r, l), t in engine.tables.items():
+        pd.testing.assert_frame_equal(wf[f"r{r}/l{l}/buckets.parquet"].drop(columns="key"), t.drop(columns="key"))
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the old search's last sweep: untouched
+
+
 @pytest.mark.slow
 def test_a_batch_killed_half_way_reruns_only_its_unfinished_trials(tmp_path, reference):
     """SIGKILL while the first stage's batch (4 lookups of 1 s in one job) is half done: the

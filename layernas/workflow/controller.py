@@ -18,7 +18,8 @@ search, so the controller's time grows with the square of the search (0.3-0.4 s 
   trial, and the aggregate of a stage waits for its batches' manifests;
 - a trial deleted after its batch ran (``layernas audit --fix``, ``retry-failed``, by hand) makes
   the batch's next run (``v + 1``) the input instead: that job redoes only the missing trials, the
-  stage's aggregate re-runs on its changed input, and the stages after it by modification time.
+  stage's aggregate re-runs on its changed input, and the stages after it by modification time;
+- table lookups on the submitting machine run inside the controller (``inline_trials``).
 
 Every read is memoised on the file's (path, mtime, size), and nothing here globs.
 """
@@ -44,7 +45,7 @@ def trial_batch(config: dict) -> int | None:
     and time limit its own. Raises ValueError for anything else."""
     raw = ((config.get("resources") or {}).get("trial") or {}).get("batch")
     if raw is None:
-        return None if config.get("evaluator") == "tabular" else 1
+        return 1 if config.get("evaluator", "train") == "train" else None
     if raw == "all":
         return None
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
