@@ -411,7 +411,10 @@ def test_sigkills_during_real_training_change_nothing(tmp_path, training_run):
     bucket tables, keys and best model as the uninterrupted run, no finished trial trained again."""
     base = tmp_path / "train.yaml"
     base.write_text(yaml.safe_dump({**TRAIN_CONFIG, "final": {"activate": False}, "transfer": {"activate": False}}))
-    res = kill_and_resume(tmp_path / "run", [str(base)], 3, (0.0, 8.0), seed=3, cores=2, timeout=900)
+    # One job at a time and kills within 2.5 s of a finished trial (a trial job takes longer):
+    # each attempt finishes one or two of the 6 trials. With two jobs at a time and up to 8 s,
+    # the search once ended before the third kill.
+    res = kill_and_resume(tmp_path / "run", [str(base)], 3, (0.0, 2.5), seed=3, cores=1, timeout=900)
     ref = training_run[1] / "results"
     assert_same_tables(tables(res), tables(ref))
     best = [pd.read_json(r / "search" / "summary.json", typ="series")["best"] for r in (res, ref)]
