@@ -207,6 +207,8 @@ class Supernet(nn.Module):
     def conf(self, arch: Sequence[int] | str) -> tuple[list[BlockConfig], dict[str, Any]]:
         arch = self.check(arch)
         if arch not in self._confs:
+            if len(self._confs) >= 10_000:  # training draws new archs every step: keep it bounded
+                self._confs.clear()
             self._confs[arch] = _conf(self.space, arch)
         return self._confs[arch]
 
