@@ -265,7 +265,10 @@ def test_batched_trials_survive_controller_kills_and_cancelled_jobs(cluster, tmp
     import random
 
     rng = random.Random(13)
-    batched = {"oracle": "layernas.examples.toy:appendix_i_slow", "resources": {"trial": {"batch": "all"}}}
+    # The whole trial section: ci_args merges one level deep, and {"batch": "all"} alone dropped
+    # local: false, so the lookups ran inside the controller and no SLURM job was ever started.
+    batched = {"oracle": "layernas.examples.toy:appendix_i_slow",
+               "resources": {"trial": {"local": False, "runtime": 5, "mem_mb": 500, "batch": "all"}}}
     results = tmp_path / "results"
     finished: dict[str, float] = {}
     cancelled = []
@@ -280,10 +283,14 @@ def test_batched_trials_survive_controller_kills_and_cancelled_jobs(cluster, tmp
                 break
             time.sleep(0.5)
         if attempt == 0:  # scancel a running batch job, then let the profile's retry resubmit it
-            q = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
-            if q:
-                subprocess.run(["scancel", q[0]], check=True)
-                cancelled.append(q[0])
+            # A stage's batch may have just ended when its first trial is seen: wait for the
+            # next running job (between stages none runs for a moment).
+            while time.time() < deadline and proc.poll() is None and not cancelled:
+                q = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout.split()
+                if q:
+                    subprocess.run(["scancel", q[0]], check=True)
+                    cancelled.append(q[0])
+                time.sleep(0.2)
         time.sleep(rng.uniform(1.0, 6.0))
         assert proc.poll() is None, "the search ended before the kill; kill earlier"
         _kill_controller(proc)
