@@ -14,7 +14,7 @@ two stand-alone runs give the proxy's own reproducibility (the ceiling a superne
 
 Usage: python benchmarks/supernet_ranking.py [--archs 30] [--in-target 16] [--supernet-seeds 0,1,2]
        [--epochs 2] [--recal-samples 2000] [--variant NAME:key=value,...] [--noise-seed 1]
-       [--arch-seed 0] [--out benchmarks/results/supernet_ranking.json]
+       [--arch-seed 0] [--device cpu] [--out benchmarks/results/supernet_ranking.json]
 Each supernet is scored twice per child: its validation accuracy and minus its validation loss.
 Stand-alone trainings take 5-30 s each on the 2-core VM (load-dependent); run it in the background.
 """
@@ -121,13 +121,14 @@ def supernet_for(space, name: str, overrides: dict, seed: int, args, train_cfg, 
     recal = int(overrides.pop("recal", args.recal_samples))
     if "epochs" in overrides:
         overrides["epochs"] = float(overrides["epochs"])
-    cfg = SupernetConfig.from_dict({"epochs": float(args.epochs), "threads": args.threads, **overrides})
+    cfg = SupernetConfig.from_dict({"epochs": float(args.epochs), "threads": args.threads, "device": args.device,
+                                    **overrides})
     data = load_dataset(train_cfg["dataset"], train_cfg.get("data_dir"), float(train_cfg.get("val_fraction", 0.1)),
                         train_samples)
     settings = {"space": space.space_id, "cfg": cfg.__dict__, "data": [data.name, len(data.train)], "seed": seed}
     path = args.work / f"supernet-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.pt"
     if path.exists():
-        net, meta, key = load_supernet(path, space)
+        net, meta, key = load_supernet(path, space, device=args.device)
         log(f"[{name} seed {seed}] reusing {path} ({meta['train_seconds']:.0f} s of training when made)")
     else:
         log(f"[{name} seed {seed}] training supernet: {cfg} on {len(data.train)} images")
@@ -239,6 +240,7 @@ def main() -> None:
     ap.add_argument("--noise-seed", type=int, default=1, help="retrain the in-target archs with this seed (-1: no)")
     ap.add_argument("--modes", default="recal,no_recal", help="evaluations per supernet: recal, no_recal")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: stand-alone trainings and supernets")
     ap.add_argument("--standalone-only", action="store_true", help="fill the trial records and stop")
     ap.add_argument("--supernet-only", action="store_true", help="train (or load) the supernets and stop")
     ap.add_argument("--work", type=Path, default=Path("results-supernet-bench"))
@@ -249,7 +251,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
-    train_cfg = dict(config["train"])
+    train_cfg = dict(config["train"], device=args.device)
     try:
         check_source(train_cfg["dataset"], train_cfg.get("data_dir"))
     except DataError as exc:
