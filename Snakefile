@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/latency.smk"
+include: "workflow/rules/supernet.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/trials.smk"
 include: "workflow/rules/final.smk"

@@ -30,7 +30,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from layernas.core.space import Space, format_arch
 from layernas.evaluate.data import Dataset, Split
-from layernas.evaluate.recipe import OPTIMIZERS, strict_fields
+from layernas.evaluate.recipe import SupernetConfig  # torch-free: the config check validates it
 from layernas.evaluate.supernet import Supernet, extract_child
 from layernas.evaluate.train import (
     TrialFailed,
@@ -58,42 +58,6 @@ CHECKPOINT_FORMAT = 1
 
 class CheckpointError(ValueError):
     """A supernet checkpoint is unreadable, corrupted, or for another space."""
-
-
-@dataclass(frozen=True)
-class SupernetConfig:
-    """The supernet training recipe (the proxy recipe's fields where they mean the same)."""
-
-    # Defaults measured on mobilenet-tiny with the default proxy recipe (docs/supernet.md):
-    # 2 epochs with distillation ranked children best of the settings tried.
-    epochs: float = 2.0
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
-    sandwich: bool = True  # largest + smallest child every step
-    random_children: int = 2  # uniformly drawn children per step
-    distill: bool = True  # in-place distillation from the largest child (needs sandwich)
-    grad_clip: float | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    log_every: int = 50
-
-    @classmethod
-    def from_dict(cls, raw: dict | None) -> "SupernetConfig":
-        cfg = cls(**strict_fields(cls, raw, "supernet"))
-        if cfg.optimizer not in OPTIMIZERS:
-            raise ValueError(f"supernet.optimizer: must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
-        if cfg.epochs <= 0 or cfg.lr <= 0 or cfg.batch_size <= 0:
-            raise ValueError("supernet.epochs, supernet.lr and supernet.batch_size must be > 0")
-        if cfg.random_children < 0 or (cfg.random_children == 0 and not cfg.sandwich):
-            raise ValueError("supernet: a step needs children (sandwich or random_children > 0)")
-        if cfg.distill and not cfg.sandwich:
-            raise ValueError("supernet.distill needs sandwich (the largest child is the teacher)")
-        return cfg
 
 
 def input_stats(split: Split) -> tuple[torch.Tensor, torch.Tensor]:

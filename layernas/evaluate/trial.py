@@ -36,9 +36,15 @@ class TrialRunner:
         self.threads = threads
         self.space = load_space(config["space"])
         self.seed = int(config.get("seed", 0))
-        self.recipe = train_hash(config)
         self._oracle = None
-        if config.get("evaluator") == "train":
+        self.supernet = None
+        if config.get("evaluator") == "supernet":
+            from layernas.evaluate.supernet_job import SupernetEvaluator
+
+            # The checkpoint's hash (from its metrics.json) is in every key; it loads on first use.
+            self.supernet = SupernetEvaluator(config, self.space, threads)
+        self.recipe = train_hash(config, self.supernet.hash if self.supernet else None)
+        if config.get("evaluator") in ("train", "supernet"):
             import torch  # noqa: F401  - once per job, before the first trial: start-up, not trial time
 
     def oracle(self):
@@ -64,6 +70,8 @@ class TrialRunner:
             with time_limit(config.get("trial_timeout")):
                 if config["evaluator"] == "tabular":
                     m = evaluate_tabular(config, space, arch, key, out_dir, seed, oracle=self.oracle)
+                elif self.supernet is not None:
+                    m = self.supernet.run(arch, key, out_dir, seed, self.recipe)
                 else:
                     m = run_trial(space, arch, config["train"], seed, out_dir, threads=self.threads)
             write_finished_record(out_dir, key, arch, m)

@@ -23,6 +23,13 @@ NOT_HASHED = ("device", "threads", "save_weights", "log_every")
 TRAINER_VERSION = 2
 # Fields of the final section that choose what to retrain (and whether to export it), not how.
 FINAL_SELECTION = ("activate", "top_n", "export")
+# evaluator supernet: the train section's fields that choose the data the supernet trains on and
+# its children are evaluated on (the trials' data); the supernet section's fields that decide how
+# a child is evaluated, not how the supernet is trained (they are in the evaluations' keys only);
+# bumped when supernet training or child evaluation changes results for the same settings.
+SUPERNET_DATA = ("dataset", "data_dir", "val_fraction", "max_train_samples")
+SUPERNET_EVAL = ("recal_samples",)
+SUPERNET_VERSION = 1
 TABLE_SUFFIXES = (".csv", ".parquet", ".txt")
 
 
@@ -63,11 +70,41 @@ def hashed_train(train: dict | None) -> dict:
     return {k: v for k, v in (train or {}).items() if k not in NOT_HASHED}
 
 
-def train_hash(config: dict) -> str:
-    """Hash of whatever decides a trial's result besides space, arch and seed."""
+def train_hash(config: dict, supernet: str | None = None) -> str:
+    """Hash of whatever decides a trial's result besides space, arch and seed. For
+    ``evaluator: supernet`` that is the supernet checkpoint's content hash (``supernet``, from
+    its metrics.json) and the evaluation settings, so an evaluation of another supernet never
+    matches; a ValueError without it (the checkpoint must exist before any key is made)."""
     if config["evaluator"] == "tabular":
         return config_hash({"evaluator": "tabular", "oracle": oracle_id(str(config["oracle"]))})
+    if config["evaluator"] == "supernet":
+        if not supernet:
+            raise ValueError("train_hash: evaluator supernet needs the supernet checkpoint's content hash, got "
+                             f"{supernet!r}")
+        return config_hash({"evaluator": "supernet", "version": SUPERNET_VERSION, "supernet": str(supernet),
+                            "eval": supernet_eval(config)})
     return config_hash({"evaluator": "train", "trainer": TRAINER_VERSION, "train": hashed_train(config.get("train"))})
+
+
+def supernet_eval(config: dict) -> dict:
+    """How a child of the supernet is evaluated: the SUPERNET_EVAL fields (default
+    recal_samples 2000) and the recalibration batch size (the supernet's batch_size, 128)."""
+    sn = config.get("supernet") or {}
+    return {"recal_samples": sn.get("recal_samples", 2000), "recal_batch_size": sn.get("batch_size", 128)}
+
+
+def supernet_recipe(config: dict) -> dict:
+    """What decides a supernet's weights besides space and seed: its training settings
+    (NOT_HASHED and SUPERNET_EVAL fields left out) and the train section's data fields."""
+    sn = {k: v for k, v in (config.get("supernet") or {}).items() if k not in NOT_HASHED + SUPERNET_EVAL}
+    train = config.get("train") or {}
+    return {"version": SUPERNET_VERSION, "supernet": sn, "data": {k: train.get(k) for k in SUPERNET_DATA}}
+
+
+def supernet_key(space_id: str, config: dict) -> str:
+    """Short content hash naming ``supernet/<key>/``: one supernet per (space id, data and
+    supernet recipe, seed), so a rerun with the same settings finds it and trains nothing."""
+    return trial_key(space_id, "supernet", config_hash(supernet_recipe(config)), int(config.get("seed", 0)))
 
 
 def final_hash(config: dict) -> str:

@@ -17,6 +17,7 @@ so the same call gives a concrete path (``children(0, 3)``) or a Snakemake patte
     R/export/{key}/{model.pt (TorchScript), model.onnx, model.json (the card)}
     R/transfer/{key}/...   R/transfer/data/   R/failed/{key}.{n}/
     R/latency/table.parquet                 the measured latency table (target.metric latency)
+    R/supernet/{skey}/{supernet.pt, log.txt, metrics.json, finished.json}   evaluator supernet
     R/logs/{kind}/{name}.log   R/benchmarks/{kind}/{name}.tsv   R/report/
 
 The trial records may live outside the results directory, in a **trial store** (the config's
@@ -41,6 +42,7 @@ WEIGHTS = "model.pt"
 PREPROCESSING = "preprocessing.json"  # a final model's input spec: size, channels, mean/std, space, arch
 DETECTIONS = "detections.json"
 LOCK = ".lock"             # flock-held by the job evaluating a trial: a second job for the key waits
+SUPERNET = "supernet.pt"   # the trained supernet (evaluator supernet), in supernet/{skey}/
 RECORD_FILES = (INPUTS, METRICS, LOG)
 
 # Files of an exported model (`layernas export`, rule export): the card is written last.
@@ -190,6 +192,21 @@ class Layout:
     def latency_table(self) -> Path:
         """The latency table the workflow measures when ``latency.table`` is not given."""
         return self.root / "latency" / "table.parquet"
+
+    # the weight-sharing supernet (evaluator supernet): one directory per supernet key
+    @property
+    def supernet_root(self) -> Path:
+        return self.root / "supernet"
+
+    def supernet_dir(self, skey: Part) -> Path:
+        return self.supernet_root / str(skey)
+
+    def supernet_checkpoint(self, skey: Part) -> Path:
+        return self.supernet_dir(skey) / SUPERNET
+
+    def supernet_metrics(self, skey: Part) -> Path:
+        """Written last by the supernet job: its presence means the supernet is trained."""
+        return self.supernet_dir(skey) / METRICS
 
     def failed_dir(self, key: str, n: int) -> Path:
         return self.root / "failed" / f"{key}.{n}"

@@ -13,10 +13,12 @@ from typing import Any
 
 from layernas.core.search import SearchConfig, check_target_reachable
 from layernas.core.space import Space, SpaceError, load_space
-from layernas.evaluate.recipe import FinalConfig, TrainConfig
+from layernas.evaluate.recipe import FinalConfig, SupernetConfig, TrainConfig, supernet_recal_samples
 from layernas.evaluate.sources import check_source
 
-EVALUATORS = ("train", "tabular")
+EVALUATORS = ("train", "tabular", "supernet")
+# Evaluators whose found models are networks to retrain from scratch (final, export, transfer).
+TRAINED = ("train", "supernet")
 
 
 class ConfigError(ValueError):
@@ -253,6 +255,8 @@ def validate(config: dict) -> None:
             check_source(train.dataset, train.data_dir)  # files only, nothing is loaded
         except (TypeError, ValueError) as exc:
             raise _field_error("train", exc) from None
+        if config["evaluator"] == "supernet":
+            validate_supernet(config, space)
         final = config.get("final") or {}
         if final.get("activate", True):
             try:
@@ -260,6 +264,20 @@ def validate(config: dict) -> None:
             except (TypeError, ValueError) as exc:
                 raise _field_error("final", exc) from None
     validate_transfer(config)
+
+
+def validate_supernet(config: dict, space: Space) -> None:
+    """The ``supernet:`` section of ``evaluator: supernet``: its recipe (SupernetConfig, an
+    unknown field too), ``recal_samples``, and a space whose networks a supernet can hold."""
+    if space.backbone != "mobilenet":
+        raise ConfigError(f"config field 'evaluator': evaluator supernet supports the mobilenet backbone; space "
+                          f"{space.name} is {space.backbone!r} (use evaluator: train)")
+    raw = config.get("supernet") or {}
+    try:
+        SupernetConfig.from_dict(raw)
+        supernet_recal_samples(raw)
+    except (TypeError, ValueError) as exc:
+        raise _field_error("supernet", exc) from None
 
 
 def transfer_plan(config: dict) -> dict[str, Any]:
@@ -279,15 +297,15 @@ def transfer_plan(config: dict) -> dict[str, Any]:
 
 def transfer_runs(config: dict) -> bool:
     """Whether the transfer stage has work: it is on and there are final models."""
-    return bool((config.get("transfer") or {}).get("activate")) and config.get("evaluator") == "train" \
+    return bool((config.get("transfer") or {}).get("activate")) and config.get("evaluator") in TRAINED \
         and bool((config.get("final") or {}).get("activate", True))
 
 
 def exports_final(config: dict) -> bool:
     """Whether the workflow exports the final models (``final.export``, default true): only
-    where there are final models (evaluator train, ``final.activate``)."""
+    where there are final models (evaluator train or supernet, ``final.activate``)."""
     final = config.get("final") or {}
-    return config.get("evaluator", "train") == "train" and bool(final.get("activate", True)) \
+    return config.get("evaluator", "train") in TRAINED and bool(final.get("activate", True)) \
         and bool(final.get("export", True))
 
 

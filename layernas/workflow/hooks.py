@@ -70,7 +70,7 @@ def _as_typed(program: str) -> str:
 def expected_stages(config: dict) -> dict[str, bool]:
     """Which stages after the search this run produces (as ``workflow/rules/common.smk``
     decides it): final retraining only for trained searches, transfer only of final models."""
-    final = bool(config.get("final", {}).get("activate")) and config.get("evaluator") == "train"
+    final = bool(config.get("final", {}).get("activate")) and config.get("evaluator") in ("train", "supernet")
     return {"final": final, "transfer": final and bool(config.get("transfer", {}).get("activate")),
             "report": bool(config.get("report", {}).get("activate"))}
 

@@ -229,6 +229,7 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
 
     plot_accuracy_vs_cost(hist, s, out["scatter"], space_name,
                           "accuracy (oracle table)" if config and config.get("evaluator") == "tabular"
+                          else "validation accuracy (supernet child)" if config and config.get("evaluator") == "supernet"
                           else "validation accuracy (proxy training)")
 
     hdir = Path(out["heatmaps"])

@@ -28,9 +28,10 @@ from layernas.core.search import (
 from layernas.core.space import load_space
 from layernas.core.status import Action, Status, search_summary
 from layernas.store.files import atomic_write_json, atomic_write_parquet
-from layernas.store.keys import final_key, train_hash, trial_key
+from layernas.store.keys import config_hash, final_key, supernet_eval, supernet_key, train_hash, trial_key
 from layernas.store.layout import LOG, Layout
 from layernas.store.records import metrics_accuracy, read_finished_record, read_metrics
+from layernas.store.supernet import supernet_hash
 from layernas.workflow.config import cost_kwargs, measures_latency, search_config, trial_store
 
 # --------------------------------------------------------------------------- context
@@ -51,7 +52,13 @@ class Context:
         # The table a latency search's first stage waits for, as the latency_table rule names it.
         self.latency_input = str(self.layout.latency_table) if measures_latency(config) else None
         self.seed = int(config.get("seed", 0))
-        self.train_hash = train_hash(config)
+        # evaluator supernet: the supernet every stage waits for; its checkpoint's content hash
+        # is in every key (key_hash), known only once the supernet rule has run.
+        self.supernet_key = supernet_key(self.space.space_id, config) if config["evaluator"] == "supernet" else None
+        # In the signature (a rule param, fixed when Snakemake parses the workflow): for a supernet
+        # search, what decides its supernet and evaluations, not the checkpoint's hash.
+        self.train_hash = (train_hash(config) if self.supernet_key is None else
+                           config_hash({"supernet": self.supernet_key, "eval": supernet_eval(config)}))
 
     @property
     def signature(self) -> dict:
@@ -80,8 +87,15 @@ class Context:
         s = self.search
         return max_trials(self.space, s.buckets, s.replicas) if s.budget is None else int(s.budget)
 
+    def key_hash(self) -> str:
+        """The recipe hash of every trial key: the training hash, or for a supernet search the
+        hash of its checkpoint and evaluation settings (the supernet's metrics.json, memoised)."""
+        if self.supernet_key is None:
+            return self.train_hash
+        return train_hash(self.config, supernet_hash(self.layout, self.supernet_key))
+
     def key(self, arch: str) -> str:
-        return trial_key(self.space.space_id, arch, self.train_hash, self.seed)
+        return trial_key(self.space.space_id, arch, self.key_hash(), self.seed)
 
     def final_key(self, arch: str) -> str:
         return final_key(self.space.space_id, arch, self.config)
@@ -109,6 +123,8 @@ class Context:
             out["parents_table"] = self.buckets_path(r, l - 1)
         if self.latency_input is not None:
             out["latency_table"] = self.latency_input
+        if self.supernet_key is not None:  # the keys hold the trained supernet's hash
+            out["supernet"] = str(self.layout.supernet_metrics(self.supernet_key))
         return out
 
     def aggregate_inputs(self, r: int, l: int) -> dict[str, str]:
@@ -152,7 +168,9 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
         check_target_reachable(ctx.space, ctx.search, **ctx.cost_kwargs)
     hist = _maybe(history)
     evaluated = results_from_history(hist) if hist is not None else {}
-    kids = stage_children(ctx.geo, r, l, _maybe(parents_table), ctx.key)
+    key_hash = ctx.key_hash()  # once per stage (a supernet search reads its checkpoint's record)
+    kids = stage_children(ctx.geo, r, l, _maybe(parents_table),
+                          lambda arch: trial_key(ctx.space.space_id, arch, key_hash, ctx.seed))
     planned, stopped = plan_stage(kids, evaluated, len(evaluated), ctx.budget)
     planned = planned.assign(stopped=stopped)
     atomic_write_parquet(out, planned)
@@ -162,8 +180,17 @@ def write_children(ctx: Context, r: int, l: int, history: str | None, parents_ta
     atomic_write_json(ctx.layout.search_meta, {**ctx.signature, "target": [
         ctx.search.target_min, ctx.search.target_max], "metric": ctx.search.metric,
         "space_name": ctx.space.name, "evaluator": ctx.config["evaluator"],
-        "trials": None if ctx.store is None else str(ctx.store)})
+        "trials": None if ctx.store is None else str(ctx.store), **supernet_meta(ctx, key_hash)})
     return planned
+
+
+def supernet_meta(ctx: Context, key_hash: str) -> dict:
+    """search.json's ``supernet`` (a supernet search only): the supernet's key and content hash
+    and the recipe hash of the keys made with it, from which the audit recomputes every key."""
+    if ctx.supernet_key is None:
+        return {}
+    return {"supernet": {"key": ctx.supernet_key, "hash": supernet_hash(ctx.layout, ctx.supernet_key),
+                         "key_hash": key_hash}}
 
 
 def read_trial_metrics(layout: Layout, key: str) -> dict:

@@ -7,6 +7,7 @@ from snakemake.io import checkpoint_target
 
 from layernas.store.layout import DETECTIONS
 from layernas.workflow.config import (
+    TRAINED,
     ConfigError,
     check_config,
     exports_final,
@@ -43,6 +44,7 @@ wildcard_constraints:
     r=r"\d+",
     l=r"\d+",
     key=r"[0-9a-f]{16}",
+    skey=r"[0-9a-f]{16}",
     c=r"\d+",
     v=r"\d+",
 
@@ -86,7 +88,7 @@ def summary_inputs(wc):
 
 
 def final_keys():
-    if not (config["final"]["activate"] and config["evaluator"] == "train"):
+    if not (config["final"]["activate"] and config["evaluator"] in TRAINED):
         return []
     return final_keys_of(checkpoints.search_summary.get().output.top)
 
