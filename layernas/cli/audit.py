@@ -14,15 +14,17 @@ from layernas.cli.output import mb, plural, print_json
 
 
 def cmd_audit(args) -> int:
+    from layernas.evaluate.supernet_job import checkpoint_hash  # torch only when a supernet is checked
     from layernas.store.audit import ERROR, INFO, WARNING, audit  # pandas
 
-    report = audit(args.results, do_fix=args.fix, space=args.space)
+    report = audit(args.results, do_fix=args.fix, space=args.space, load=checkpoint_hash)
     if args.json:
         print_json(report.to_dict())
         return report.exit_code
     c = report.checked
     print(f"audit of {report.results}: {c['trials']} trials, {c['final']} final, {c['transfer']} transfer, "
-          f"{c['tables']} tables ({c['rows']} rows) in {report.seconds:.2f} s")
+          f"{c['tables']} tables ({c['rows']} rows)" + (f", {c['supernet']} supernet" if c.get("supernet") else "")
+          + f" in {report.seconds:.2f} s")
     for p in report.problems:
         print(p.line())
     if report.removed:

@@ -61,6 +61,15 @@ def render(st: dict) -> list[str]:
     if st["state"] == "stopped" and run.get("command"):
         lines.append("  resume with the same command (nothing finished is redone):")
         lines.append(f"    {run['command']}")
+    sn = st.get("supernet")
+    if sn and sn["state"] == "trained":
+        lines.append(f"  supernet: trained ({sn.get('steps')} steps in {sn.get('train_seconds') or 0:.0f} s on "
+                     f"{sn.get('device')}), content hash {sn.get('hash')}")
+        lines.append(f"    {sn['checkpoint']}")
+    elif sn:
+        lines.append(f"  supernet: training, or killed while training (its directory changed "
+                     f"{time.strftime('%H:%M:%S', time.localtime(sn['since']))}; no metrics.json yet)")
+        lines.append(f"    {sn['path']}")
     if st["last_stage"]:
         lines.append(f"  stages: {st['stages_generated']} generated, {st['stages_aggregated']} aggregated; "
                      f"last sweep {st['last_stage']['sweep']} layer {st['last_stage']['layer']}")

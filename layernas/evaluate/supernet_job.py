@@ -277,3 +277,12 @@ class SupernetEvaluator:
             "device": str(next(net.parameters()).device),
         }
         return record_run(out_dir, inputs, metrics, body, on_failure={"accuracy": None})
+
+
+def checkpoint_hash(path: str | Path, space: Space) -> str:
+    """The content hash a supernet checkpoint's weights hash to (``load_supernet``'s check); a
+    CheckpointError (a ValueError) when it does not load, is corrupted or is of another space.
+    ``layernas audit`` passes it to the store's audit, which does not import torch."""
+    from layernas.evaluate.supernet_train import load_supernet
+
+    return load_supernet(path, space)[2]

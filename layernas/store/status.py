@@ -22,6 +22,7 @@ from layernas.core.status import Action, Status
 from layernas.store.audit import disk_usage
 from layernas.store.audit.scan import no_search, stage_tables
 from layernas.store.layout import METRICS, WEIGHTS, Layout
+from layernas.store.supernet import supernet_state
 
 LISTED = 20  # pending keys, failed trials and near-target rows listed at most
 FOUND, NO_MODEL = "found", "no-model-in-target"  # summary.json outcomes (layernas.workflow.outcome)
@@ -162,7 +163,7 @@ def _state(summary: dict | None, missing: list[str], run: dict | None) -> tuple[
 def collect_status(results: str | Path) -> dict:
     """The state of the search in ``results`` (the ``layernas status --json`` contract)."""
     layout = Layout.of_results(results)  # with the trial store the run recorded (`trials:`)
-    if not layout.search_dir.exists():
+    if not layout.search_dir.exists() and not layout.supernet_root.is_dir():  # a supernet search trains first
         raise no_search(layout, "; run snakemake or layernas search --out first")
     summary = _read_json(layout.summary)
     # search.json (the workflow's); a `layernas search --out` directory has only the summary.
@@ -170,6 +171,9 @@ def collect_status(results: str | Path) -> dict:
     for field, fallback in (("target", "target"), ("space_name", "space"), ("space", "space_id"), ("metric", "metric")):
         if meta.get(field) is None and (summary or {}).get(fallback) is not None:
             meta[field] = summary[fallback]
+    sn = supernet_state(layout, (meta.get("supernet") or {}).get("key"))
+    if sn and not meta.get("space_name"):
+        meta["space_name"] = sn.get("space")
     files = stage_tables(layout)
     generated = [(r, l) for r, l, kind, _ in files if kind == "children"]
     aggregated = [(r, l) for r, l, kind, _ in files if kind == "buckets"]
@@ -206,6 +210,7 @@ def collect_status(results: str | Path) -> dict:
     return {
         "results": str(layout.root),
         "trials_store": str(layout.trials_dir) if layout.shared_store else None,
+        "supernet": sn,
         "space": meta.get("space_name"),
         "target": meta.get("target"),
         "metric": metric,

@@ -60,3 +60,39 @@ def _read(path: str, mtime_ns: int, size: int) -> dict:
 def supernet_hash(layout: Layout, skey: str) -> str:
     """The content hash of the run's supernet checkpoint (what every evaluation key holds)."""
     return str(read_supernet_record(layout, skey)["hash"])
+
+
+def supernet_state(layout: Layout, skey: str | None = None) -> dict | None:
+    """What ``layernas status`` shows of a supernet search's supernet: ``trained`` (its hash,
+    seconds, device, steps), or ``training`` (its directory without metrics.json: a job is
+    training it, or one was killed), with its path; None when there is none. ``skey``: the
+    search's (search.json); without it, the most recently changed supernet directory."""
+    root = layout.supernet_root
+    if skey is None:
+        dirs = (
+            [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+        )
+        if not dirs:
+            return None
+        skey = max(dirs, key=lambda p: p.stat().st_mtime).name
+    path = layout.supernet_dir(skey)
+    if not path.is_dir():
+        return None
+    out = {"key": skey, "path": str(path), "checkpoint": str(layout.supernet_checkpoint(skey))}
+    try:
+        inputs = json.loads((path / "trial.json").read_text())
+        out["space"] = inputs.get("space") if isinstance(inputs, dict) else None
+    except (OSError, ValueError):
+        pass
+    try:
+        m = read_supernet_record(layout, skey)
+    except SupernetMissing:
+        return {**out, "state": "training", "since": path.stat().st_mtime}
+    return {
+        **out,
+        "state": "trained",
+        "hash": m.get("hash"),
+        "train_seconds": m.get("train_seconds"),
+        "device": m.get("device"),
+        "steps": m.get("steps"),
+    }

@@ -38,6 +38,7 @@ from layernas.store.audit.scan import (
     scan_trials,
     stage_paths,
 )
+from layernas.store.audit.supernet import LoadCheckpoint, check_supernet
 from layernas.store.keys import train_hash, trial_key
 from layernas.store.layout import INPUTS, METRICS
 from layernas.store.records import metrics_accuracy
@@ -371,8 +372,9 @@ def check_finals(s: Scan, refs: Refs, problems: list[Problem]) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def audit(results: str | Path, do_fix: bool = False, space: str | Path | None = None) -> AuditReport:
-    """Check a results directory; with ``do_fix`` also delete what --fix may delete."""
+def audit(results: str | Path, do_fix: bool = False, space: str | Path | None = None,
+          load: LoadCheckpoint | None = None) -> AuditReport:
+    """Check a results directory; ``do_fix``: delete what --fix may; ``load``: see check_supernet."""
     t0 = time.perf_counter()
     s, problems = scan(results)
     drop_stale(s, problems)
@@ -386,10 +388,10 @@ def audit(results: str | Path, do_fix: bool = False, space: str | Path | None = 
     check_costs(s, space, problems)
     check_accuracy(s, problems)
     check_finals(s, refs, problems)
-    report = AuditReport(str(results), problems, checked={
-        "trials": len(s.records["trials"]), "final": len(s.records["final"]),
-        "transfer": len(s.records["transfer"]), "tables": len(s.tables.frames) + len(s.tables.unreadable),
-        "rows": int(sum(len(df) for df in s.tables.frames.values())),
+    report = AuditReport(str(results), problems, checked={  # check_supernet appends to problems, then counts
+        "supernet": check_supernet(s, set(refs.required) | refs.pending, problems, space, load),
+        **{area: len(s.records[area]) for area in ("trials", "final", "transfer")},
+        "tables": len(s.tables.frames) + len(s.tables.unreadable), "rows": int(sum(map(len, s.tables.frames.values()))),
     })
     report.sort()
     if do_fix:

@@ -23,7 +23,7 @@ def fix(s: Scan, problems: list[Problem]) -> list[str]:
     on a shared store no trial this search does not name (another search's, maybe running),
     and nowhere a trial a job is evaluating right now (it holds the key's lock)."""
     removed = []
-    roots = {s.layout.area(a).resolve() for a in KEYED_AREAS}
+    roots = {s.layout.area(a).resolve() for a in KEYED_AREAS} | {s.layout.supernet_root.resolve()}
     store = s.layout.trials_dir.resolve()
     for p in problems:
         path = Path(p.path)

@@ -32,7 +32,7 @@ REQUIRED_COLUMNS = {
 }
 REQUESTED = [Action.EVALUATE, Action.CACHED]  # children rows that name a trial
 EVALUATED_ROWS = [Status.OK, Status.FAILED, Status.CACHED]  # history rows that name a finished trial
-RECORD_NAMES = {"trials": "trial", "final": "final retraining", "transfer": "transfer"}
+RECORD_NAMES = {"trials": "trial", "final": "final retraining", "transfer": "transfer", "supernet": "supernet"}
 
 
 # --------------------------------------------------------------------------- what was read
@@ -52,6 +52,7 @@ class RunInfo:
     evaluator: str | None = None
     search: dict | None = None
     cost_kwargs: dict | None = None
+    supernet: dict | None = None  # evaluator supernet: search.json's {key, hash, key_hash}
 
     def key(self, arch: str) -> str | None:
         """The workflow's trial key for ``arch`` (Context.key), or None when not recorded."""
@@ -154,9 +155,11 @@ def read_run_info(layout: Layout, summary: dict | None, problems: list[Problem])
     path = layout.search_meta
     meta, err = read_json(path)
     if err is None and isinstance(meta, dict):
-        return RunInfo(meta.get("space"), meta.get("space_name"), meta.get("train_hash"),
+        # A supernet search keys its evaluations by its checkpoint's hash (key_hash), not train_hash.
+        sn = meta.get("supernet") if isinstance(meta.get("supernet"), dict) else None
+        return RunInfo(meta.get("space"), meta.get("space_name"), (sn or {}).get("key_hash", meta.get("train_hash")),
                        None if meta.get("seed") is None else int(meta["seed"]), meta.get("evaluator"),
-                       meta.get("search"), meta.get("cost") or {})
+                       meta.get("search"), meta.get("cost") or {}, sn)
     if err != "missing":
         problems.append(Problem(str(path), "corrupt-table", ERROR, f"search metadata is {err or 'not a JSON object'}",
                                 f"delete it and {RERUN} (every children stage rewrites it)"))
