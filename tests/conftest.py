@@ -58,3 +58,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- workflow runs
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPERNET_CONFIG = ROOT / ".test" / "supernet.yaml"
+
+
+def snakemake_cmd(workdir: Path, *configs: str | Path, cores: int = 2) -> list[str]:
+    """The documented command (the default profile loads itself) on ``workdir`` with ``configs``
+    merged over config.yaml, in order."""
+    import sys
+
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores),
+            "-d", str(workdir), "--configfile", *map(str, configs)]
+
+
+def run_workflow(workdir: Path, *configs: str | Path, extra: tuple[str, ...] = (), timeout: int = 300,
+                 check: bool = True, cores: int = 2):
+    """Run the workflow; with ``check``, a failure shows the tail of its output."""
+    import subprocess
+
+    proc = subprocess.run([*snakemake_cmd(workdir, *configs, cores=cores), *extra], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def config_file(path: Path, overrides: dict) -> Path:
+    """``overrides`` as a YAML config file at ``path`` (a second --configfile: nested values
+    given with --config would arrive as strings)."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(overrides))
+    return path

@@ -116,6 +116,9 @@ def all_targets(wc):
     # alone when what follows is up to date. No trial is listed one by one: the DAG holds one
     # job per batch, and `all` asks no checkpoint, so it is evaluated once per run.
     targets = [str(L.summary)]
+    # A deleted supernet (audit --fix) is trained again; the stages after it re-run by mtime.
+    if CTX.supernet_key is not None:
+        targets.append(str(L.supernet_metrics(CTX.supernet_key)))
     targets += SEARCH.redo_targets()
     targets += final_targets()
     targets += export_targets()
