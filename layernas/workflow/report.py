@@ -155,6 +155,7 @@ def stage_notes(config: dict | None) -> dict[str, str]:
     else:
         transfer = "not run"
     search = ("accuracy from the oracle table" if tabular
+              else "validation accuracy as a slice of the supernet" if config.get("evaluator") == "supernet"
               else "validation accuracy after proxy training")
     return {"final_note": final, "transfer_note": transfer, "search_accuracy": search}
 
@@ -229,7 +230,7 @@ def write_report_figures(summary, history, tables, final, out, space_name, trans
 
     plot_accuracy_vs_cost(hist, s, out["scatter"], space_name,
                           "accuracy (oracle table)" if config and config.get("evaluator") == "tabular"
-                          else "validation accuracy (supernet child)" if config and config.get("evaluator") == "supernet"
+                          else "validation accuracy (supernet slice)" if config and config.get("evaluator") == "supernet"
                           else "validation accuracy (proxy training)")
 
     hdir = Path(out["heatmaps"])
