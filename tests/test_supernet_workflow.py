@@ -312,3 +312,20 @@ def test_sigkill_during_training_and_during_evaluation_retrains_nothing_finished
     assert {k: after[k] for k in finished} == finished, "a finished evaluation was evaluated again"
     assert json.loads((res / "search" / "summary.json").read_text())["trials"] == 12
     assert audit(res, load=checkpoint_hash).problems == []
+
+
+@pytest.mark.slow
+def test_the_models_a_supernet_search_finds_are_retrained_from_scratch(tmp_path):
+    """The final stage after a supernet search is the one after a train search: the top model
+    retrained with the final recipe on the trials' data, in the report beside its search accuracy."""
+    wd = tmp_path / "wd"
+    extra = config_file(tmp_path / "final.yaml", {"final": {"activate": True, "top_n": 1, "epochs": 1, "export": False},
+                                                   "report": {"activate": True}})
+    run_workflow(wd, SUPERNET_CONFIG, extra, timeout=600)
+    res = wd / "results"
+    (top,) = json.loads((res / "search" / "summary.json").read_text())["top"]
+    final = json.loads((res / "final" / top["final_key"] / "metrics.json").read_text())
+    assert final["status"] == "ok" and final["arch"] == top["arch"] and 0 <= final["test_accuracy"] <= 1
+    table = pd.read_csv(res / "report" / "final_models.csv")
+    assert table["key"].tolist() == [top["final_key"]] and table["val_accuracy"].iloc[0] == pytest.approx(top["accuracy"])
+    assert "slice of the supernet" in (res / "report" / "front.rst").read_text()

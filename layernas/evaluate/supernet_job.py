@@ -101,9 +101,9 @@ def run_supernet_job(
     for tmp in out_dir.glob(".*.tmp"):  # a write a kill interrupted (atomic: never the real file)
         tmp.unlink(missing_ok=True)
     raw = dict(config.get("supernet") or {})
-    if threads and not raw.get("threads"):
-        raw["threads"] = int(threads)
     cfg = SupernetConfig.from_dict(raw)
+    if threads and not cfg.threads:  # the rule's threads; not put into the recipe, which the checkpoint hashes
+        torch.set_num_threads(int(threads))
     seed = int(config.get("seed", 0))
     rec = Recorder(
         out_dir,
