@@ -329,3 +329,17 @@ def test_the_models_a_supernet_search_finds_are_retrained_from_scratch(tmp_path)
     table = pd.read_csv(res / "report" / "final_models.csv")
     assert table["key"].tolist() == [top["final_key"]] and table["val_accuracy"].iloc[0] == pytest.approx(top["accuracy"])
     assert "slice of the supernet" in (res / "report" / "front.rst").read_text()
+
+
+def test_status_while_the_supernet_trains_before_any_stage(tmp_path):
+    """A supernet search trains before its first stage: status shows that, not 'no search'."""
+    from layernas.store.status import collect_status
+
+    sdir = tmp_path / "results" / "supernet" / "0123456789abcdef"
+    sdir.mkdir(parents=True)
+    (sdir / "trial.json").write_text(json.dumps({"space": "mobilenet-tiny"}))
+    st = collect_status(tmp_path / "results")
+    assert st["supernet"]["state"] == "training" and st["space"] == "mobilenet-tiny"
+    assert st["stages_generated"] == 0 and st["disk"]["supernet"] > 0
+    with pytest.raises(ValueError, match="holds no search"):
+        collect_status(tmp_path / "nothing")

@@ -149,7 +149,7 @@ def _tree_bytes(path: Path, weights: list[int] | None = None) -> int:
 def disk_usage(results_dir: str | Path) -> dict[str, Any]:
     """Bytes by area, so `layernas status` can say where the space goes and whether
     `layernas clean-weights` is worth running: trials_weights (trials/*/*.pt), trials_other,
-    search, final, transfer, other (logs, benchmarks, report) and total. With a shared trial
+    search, final, transfer, supernet, other (logs, benchmarks, report) and total. With a shared trial
     store the trial bytes are those of this search's keys in it, counted in the total too, and
     ``trials_store`` names the store."""
     layout = Layout.of_results(results_dir)
@@ -163,6 +163,7 @@ def disk_usage(results_dir: str | Path) -> dict[str, Any]:
     out["search"] = _tree_bytes(layout.search_dir)
     for area in ("final", "transfer"):
         out[area] = _tree_bytes(layout.area(area))
+    out["supernet"] = _tree_bytes(layout.supernet_root)  # evaluator supernet: the checkpoint(s)
     store = (out["trials_weights"] + out["trials_other"]) if layout.shared_store else 0
     out["total"] = _tree_bytes(layout.root) + store
     out["other"] = out["total"] - sum(v for k, v in out.items() if k != "total")
