@@ -164,13 +164,25 @@ def _claim_supernet(trial_dir: Path, chash: str) -> None:
 
 
 def test_audit_finds_evaluations_that_do_not_match_the_checkpoint(run, tmp_path):
-    res = copy_results(run, tmp_path / "results")
+    """A record of another supernet is an error --fix removes and the same command evaluates again
+    (that child only); a checkpoint replaced after the stages ran is one the same command follows:
+    every stage re-runs on it and its children are evaluated under new keys."""
+    wd = tmp_path / "wd"
+    res = copy_results(run, wd / "results")
     sdir = the_supernet(res)
-    key = sorted(p.name for p in (res / "trials").iterdir())[0]
+    first = json.loads((sdir / "metrics.json").read_text())["hash"]
+    before = evaluated_at(res)
+    key = sorted(before)[0]
     _claim_supernet(res / "trials" / key, "0123456789abcdef")
     (p,) = audit(res, load=checkpoint_hash).problems
     assert (p.kind, p.severity, p.path, p.fixable) == ("supernet-mismatch", "error", str(res / "trials" / key), True)
     assert "0123456789abcdef" in p.message and "delete it" in p.action
+    assert audit(res, do_fix=True, load=checkpoint_hash).removed == [str(res / "trials" / key)]
+    run_workflow(wd, SUPERNET_CONFIG)
+    after = evaluated_at(res)
+    assert after.keys() == before.keys() and after[key] > before[key]
+    assert {k: t for k, t in after.items() if k != key} == {k: t for k, t in before.items() if k != key}
+    assert audit(res, load=checkpoint_hash).problems == []
 
     # the supernet replaced by another one (here: trained with seed 1) after the stages ran
     other = tmp_path / "other"
@@ -182,6 +194,15 @@ def test_audit_finds_evaluations_that_do_not_match_the_checkpoint(run, tmp_path)
     assert [p.kind for p in problems] == ["supernet-changed"]
     assert "the stages keyed their evaluations by supernet" in problems[0].message
     assert "re-runs on this checkpoint" in problems[0].action
+    run_workflow(wd, SUPERNET_CONFIG)
+    meta = json.loads((res / "search" / "search.json").read_text())
+    assert meta["supernet"]["hash"] == json.loads((sdir / "metrics.json").read_text())["hash"] != first
+    new = set(evaluated_at(res)) - set(before)
+    assert len(new) == 12  # every child evaluated again, on the new checkpoint
+    assert all(json.loads((res / "trials" / k / "metrics.json").read_text())["supernet"] == meta["supernet"]["hash"]
+               for k in new)
+    kinds = {p.kind for p in audit(res, load=checkpoint_hash).problems}
+    assert kinds == {"orphan"}  # the first checkpoint's evaluations, reusable by a search on it
 
 
 def test_status_shows_the_supernet(run):
