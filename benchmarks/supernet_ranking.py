@@ -151,7 +151,8 @@ def run_variant(space, name, overrides, seed, args, train_cfg, archs, in_target,
         if mode not in args.modes.split(","):
             continue
         rows = evaluate_children(net, archs, data, meta, recal_samples=samples,
-                                 recal_batch_size=int(train_cfg.get("batch_size", 128)))
+                                 recal_batch_size=int(train_cfg.get("batch_size", 128)),
+                                 eval_batch_size=int(train_cfg.get("eval_batch_size", 128)))
         m = out[mode] = {"accuracy": [r["accuracy"] for r in rows], "loss": [r["loss"] for r in rows],
                          "seconds_per_child": float(np.mean([r["seconds"] for r in rows]))}
         for score in SCORES:
