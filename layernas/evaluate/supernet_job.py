@@ -246,7 +246,7 @@ class SupernetEvaluator:
                 input_channels=data.input_channels,
             )
             metrics.update(madds=int(c["madds"][0]), params=int(c["params"][0]))
-            eval_bs = int((self.config.get("train") or {}).get("eval_batch_size", 1024))
+            eval_bs = int((self.config.get("train") or {}).get("eval_batch_size", TrainConfig.eval_batch_size))
             t0 = time.perf_counter()
             (row,) = evaluate_children(
                 net,

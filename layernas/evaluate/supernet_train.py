@@ -204,7 +204,7 @@ def load_supernet(path: str | Path, space: Space, device: str | torch.device = "
 
 @torch.no_grad()
 def evaluate_children(supernet: Supernet, archs: Sequence, data: Dataset, meta: dict, recal_samples: int = 2000,
-                      recal_batch_size: int = 128, eval_batch_size: int = 1024,
+                      recal_batch_size: int = 128, eval_batch_size: int = 128,
                       log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
     """Validation accuracy and loss of each child, after BN recalibration on the first
     ``recal_samples`` training images (0: the supernet's shared running statistics, sliced).
