@@ -78,8 +78,6 @@ def command(cfg_path: Path) -> list[str]:
         "slurm",
         "--configfile",
         str(cfg_path),
-        "--slurm-init-seconds-before-status-checks",
-        "2",
     ]
 
 
