@@ -6,7 +6,7 @@ import json
 
 from layernas.core.space import load_space
 from layernas.evaluate.trial import run_trial
-from layernas.store.files import atomic_write_json, atomic_write_parquet
+from layernas.store.files import atomic_write_json
 from layernas.store.keys import config_hash, trial_key
 from layernas.store.records import is_finished
 
@@ -110,22 +110,3 @@ def test_a_programming_error_is_raised_not_recorded_as_a_failed_trial(tmp_path):
     m = record_run(tmp_path / "oom", {"arch": "0"}, {}, model_fails, torch=False, on_failure={"accuracy": None})
     assert m["status"] == "failed" and m["error"].startswith("out of memory") and m["accuracy"] is None
     assert json.loads((tmp_path / "oom" / "metrics.json").read_text()) == m
-
-
-def test_a_history_keeps_its_stage_rows_in_a_row_group_of_their_own(tmp_path):
-    """The aggregate step writes a stage's own rows as the history's last row group, so the audit
-    decodes only them; the file reads back as the same frame as a one-group file."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    df = pd.DataFrame({"sweep": [0, 0, 0, 1, 1], "layer": [0, 1, 1, 0, 0], "arch": list("abcde"),
-                       "accuracy": [0.1, 0.2, None, 0.4, 0.5]})
-    atomic_write_parquet(tmp_path / "split.parquet", df, last_rows=2)
-    atomic_write_parquet(tmp_path / "whole.parquet", df)
-    split = pq.ParquetFile(tmp_path / "split.parquet")
-    assert split.num_row_groups == 2
-    assert split.read_row_group(1).to_pandas().equals(df.iloc[3:].reset_index(drop=True))
-    assert pd.read_parquet(tmp_path / "split.parquet").equals(pd.read_parquet(tmp_path / "whole.parquet"))
-    for n in (0, 5):  # no own rows, or only own rows: one group
-        atomic_write_parquet(tmp_path / f"{n}.parquet", df, last_rows=n)
-        assert pq.ParquetFile(tmp_path / f"{n}.parquet").num_row_groups == 1

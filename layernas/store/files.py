@@ -54,24 +54,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_write_parquet(path: str | Path, df, last_rows: int | None = None) -> None:
-    """Parquet through a temp file + rename (pandas writes in place otherwise).
-
-    ``last_rows``: the last that many rows go in a row group of their own, so a reader can
-    decode them alone (a stage's history: its own rows after every earlier stage's, which the
-    audit checks once each instead of once per later stage)."""
+def atomic_write_parquet(path: str | Path, df) -> None:
+    """Parquet through a temp file + rename (pandas writes in place otherwise)."""
     import io
 
     buf = io.BytesIO()
-    if not last_rows or last_rows >= len(df):
-        df.to_parquet(buf, index=False)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        head = len(df) - last_rows
-        with pq.ParquetWriter(buf, table.schema) as writer:
-            writer.write_table(table.slice(0, head), row_group_size=head)
-            writer.write_table(table.slice(head), row_group_size=last_rows)
+    df.to_parquet(buf, index=False)
     atomic_write_bytes(path, buf.getvalue())

@@ -257,7 +257,7 @@ def write_aggregate(ctx: Context, r: int, l: int, inputs: dict[str, str], bucket
     frames = [f for f in (hist, stage_hist) if f is not None and not f.empty]
     full = pd.concat(frames, ignore_index=True) if frames else stage_hist
     atomic_write_parquet(buckets_out, table)
-    atomic_write_parquet(history_out, full, last_rows=len(stage_hist))
+    atomic_write_parquet(history_out, full)
 
 
 def walk(ctx: Context, get_children) -> tuple[list[tuple[int, int]], bool]:
