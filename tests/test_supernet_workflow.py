@@ -335,7 +335,6 @@ def test_sigkill_during_training_and_during_evaluation_retrains_nothing_finished
     assert audit(res, load=checkpoint_hash).problems == []
 
 
-@pytest.mark.slow
 def test_the_models_a_supernet_search_finds_are_retrained_from_scratch(tmp_path):
     """The final stage after a supernet search is the one after a train search: the top model
     retrained with the final recipe on the trials' data, in the report beside its search accuracy."""
