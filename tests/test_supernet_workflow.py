@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from layernas.core.space import load_space
 from layernas.evaluate.recipe import SupernetConfig
 from layernas.evaluate.supernet_job import checkpoint_hash, run_supernet_job
 from layernas.store.audit import audit
-from layernas.store.keys import supernet_key, train_hash, trial_key
+from layernas.store.keys import RECAL_SAMPLES, supernet_key, train_hash, trial_key
 from layernas.store.records import sha256_file, write_finished_record
 from layernas.workflow.config import SCHEMA, ConfigError, check_config
 
@@ -211,7 +212,8 @@ def test_status_shows_the_supernet(run):
     st = collect_status(run / "results")
     sn = st["supernet"]
     assert sn["state"] == "trained" and sn["key"] == the_supernet(run / "results").name and sn["steps"] == 10
-    proc = subprocess.run(["layernas", "status", str(run / "results")], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-m", "layernas.cli.main", "status", str(run / "results")], capture_output=True,
+                          text=True, check=True)
     assert "supernet: trained (10 steps" in proc.stdout
 
 
@@ -264,7 +266,7 @@ def test_the_schema_defaults_are_the_recipe_defaults():
 
     props = yaml.safe_load(SCHEMA.read_text())["properties"]["supernet"]["properties"]
     defaults = {k: v["default"] for k, v in props.items()}
-    assert defaults.pop("recal_samples") == 2000 and defaults.pop("device") == "auto"
+    assert defaults.pop("recal_samples") == RECAL_SAMPLES and defaults.pop("device") == "auto"
     assert defaults == {k: v for k, v in asdict(SupernetConfig()).items() if k != "device"}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from layernas.evaluate.sources import DATASETS
-from layernas.store.keys import FINAL_SELECTION, NOT_HASHED, SUPERNET_EVAL
+from layernas.store.keys import FINAL_SELECTION, NOT_HASHED, RECAL_SAMPLES, SUPERNET_EVAL
 
 OPTIMIZERS = ("sgd", "rmsprop")
 
@@ -180,8 +180,8 @@ class SupernetConfig:
 
 def supernet_recal_samples(raw: dict | None) -> int:
     """The training images each child's BatchNorm statistics are recalibrated on before it is
-    evaluated (``supernet.recal_samples``, default 2000; 0: the supernet's shared statistics)."""
-    v = (raw or {}).get("recal_samples", 2000)
+    evaluated (``supernet.recal_samples``, default RECAL_SAMPLES; 0: the supernet's shared statistics)."""
+    v = (raw or {}).get("recal_samples", RECAL_SAMPLES)
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"supernet.recal_samples: must be an integer >= 0, got {v!r}")
     return v
