@@ -23,6 +23,13 @@ PROBE_CONF = "LAYERNAS_TEST_PROBE_SLURM_CONF"
 
 
 def pytest_configure(config):
+    import signal
+
+    # A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, and an
+    # ignored signal stays ignored in every process it starts: the Ctrl-C tests' snakemake and
+    # `layernas status --watch` would never see their SIGINT. A handler is reset at exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if "SLURM_CONF" in os.environ or not shutil.which("scontrol"):
         return
     path = Path(tempfile.mkdtemp(prefix="layernas-slurm-probe-")) / "slurm.conf"
